@@ -1,0 +1,1 @@
+"""Contracts every service imports: numpy-only, no torch, no simulator."""

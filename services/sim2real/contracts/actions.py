@@ -1,0 +1,46 @@
+"""The action space: what the policy's three outputs mean, and the velocity each one commands.
+
+Index order is the model's output order. Training labels, the exporter, the runtime and the
+evaluator all read it from here, so an output index never changes meaning between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Twist:
+    """Planar velocity command: linear.x in m/s, angular.z in rad/s (ROS REP 103: left is +z)."""
+
+    linear_x: float
+    angular_z: float
+
+
+ACTIONS: tuple[str, ...] = ("forward", "left", "right")
+FORWARD, LEFT, RIGHT = range(3)
+
+FORWARD_SPEED_MPS = 0.5
+TURN_RATE_RADPS = 0.5
+
+STOP = Twist(0.0, 0.0)
+
+
+def twist_for(action: int, forward_speed: float = FORWARD_SPEED_MPS,
+              turn_rate: float = TURN_RATE_RADPS) -> Twist:
+    """The command for an action index; speeds are robot parameters, the meaning is not."""
+    if action == FORWARD:
+        return Twist(forward_speed, 0.0)
+    if action == LEFT:
+        return Twist(0.0, turn_rate)
+    if action == RIGHT:
+        return Twist(0.0, -turn_rate)
+    raise ValueError(f"action index {action!r} is not one of 0..{len(ACTIONS) - 1} {ACTIONS}")
+
+
+def spec() -> dict:
+    """The action space as recorded in every model manifest."""
+    return {
+        "actions": list(ACTIONS),
+        "twist": {name: [twist_for(i).linear_x, twist_for(i).angular_z] for i, name in enumerate(ACTIONS)},
+    }
