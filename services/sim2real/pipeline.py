@@ -1,0 +1,95 @@
+"""`sim2real run`: datagen → train → export → eval (learned policy and expert) in one run folder.
+
+Everything lands in ``<artifacts>/runs/<run-id>/``; ``<artifacts>/latest`` is swapped atomically
+to point at the newest finished run, so it never points at a half-made one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sim2real.contracts.manifest import write_json_atomic
+from sim2real.contracts.scenario import load_scenario
+
+
+@dataclass
+class PipelineConfig:
+    scenario: str = "default"
+    num_images: int = 6000
+    epochs: int = 6
+    input_size: int = 96
+    episodes: int = 100
+    seed: int = 0
+    workers: int = 2
+    artifacts: Path = Path("artifacts")
+    run_id: str | None = None
+    progress: bool = True
+
+
+def _say(message: str) -> None:
+    print(f"[sim2real run] {message}", file=sys.stderr, flush=True)
+
+
+def _point_latest(artifacts: Path, run_dir: Path) -> None:
+    link = artifacts / "latest"
+    tmp = artifacts / f".latest.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_dir.relative_to(artifacts))
+    os.replace(tmp, link)
+
+
+def run_pipeline(config: PipelineConfig) -> dict:
+    """Run every stage; return the learned policy's eval result (with the expert's beside it)."""
+    from sim2real.datagen.generate import generate
+    from sim2real.eval.evaluate import EvalConfig, evaluate
+    from sim2real.eval.report import write_report
+    from sim2real.export.exporter import export
+    from sim2real.train.trainer import TrainConfig, train
+
+    scenario = load_scenario(config.scenario)
+    if config.num_images < 1 or config.epochs < 1 or config.episodes < 1 or config.workers < 1:
+        raise ValueError("--num, --epochs, --episodes and --workers must each be at least 1")
+    run_id = config.run_id or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + scenario.name
+    artifacts = Path(config.artifacts)
+    run_dir = artifacts / "runs" / run_id
+    if run_dir.exists():
+        raise ValueError(f"run folder {run_dir} already exists")
+    run_dir.mkdir(parents=True)
+    timings: dict[str, float] = {}
+
+    def stage(name: str, fn):
+        _say(f"{name} …")
+        start = time.perf_counter()
+        value = fn()
+        timings[name] = round(time.perf_counter() - start, 1)
+        _say(f"{name} done in {timings[name]:.1f} s")
+        return value
+
+    data_dir = run_dir / "dataset"
+    stage("datagen", lambda: generate(config.scenario, num=config.num_images, out=data_dir, seed=config.seed,
+                                      workers=config.workers, progress=config.progress))
+    checkpoint = stage("train", lambda: train(data_dir, run_dir / "train",
+                                              TrainConfig(epochs=config.epochs, input_size=config.input_size,
+                                                          seed=config.seed), progress=config.progress))
+    models = stage("export", lambda: export(checkpoint, run_dir / "model", data=data_dir, progress=config.progress))
+    model = models.get("int8", models["onnx"])
+    eval_config = EvalConfig(scenario=config.scenario, episodes=config.episodes, seed=config.seed + 1000,
+                             workers=config.workers)
+    expert = stage("eval expert", lambda: evaluate("expert", eval_config, json_out=run_dir / "eval_expert.json",
+                                                   progress=config.progress))
+    result = stage("eval policy", lambda: evaluate(str(model), eval_config, progress=config.progress))
+    result["expert"] = {k: expert[k] for k in ("success_rate", "success_ci95", "collisions", "mean_progress_m")}
+    result["run_id"] = run_id
+    write_json_atomic(run_dir / "eval.json", result)
+    write_report(result, run_dir / "report.html", compare=expert)
+    write_json_atomic(run_dir / "run.json", {"run_id": run_id, "config": {**asdict(config), "artifacts": str(artifacts)},
+                                             "stage_seconds": timings, "model": str(model.relative_to(run_dir))})
+    _point_latest(artifacts, run_dir)
+    _say(f"policy success {result['success_rate']:.2f} (expert {expert['success_rate']:.2f}) over "
+         f"{result['episodes']} episodes in {result['backend']}; report: {artifacts / 'latest' / 'report.html'}")
+    return result

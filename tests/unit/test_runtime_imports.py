@@ -1,0 +1,29 @@
+"""The robot side imports no torch and no simulator; simulators import no torch."""
+
+import subprocess
+import sys
+
+import pytest
+
+FORBIDDEN_ON_ROBOT = ("torch", "mujoco", "pybullet")
+
+
+def _imported_after(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print(','.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return {name.split(".")[0] for name in out.strip().split(",")}
+
+
+@pytest.mark.parametrize("statement", [
+    "import sim2real.runtime.policy",
+    "import sim2real.runtime.engines.onnxruntime_engine",
+    "import sim2real.contracts.preprocessing, sim2real.contracts.scenario, sim2real.contracts.dataset",
+])
+def test_runtime_and_contracts_import_no_torch_or_simulator(statement):
+    leaked = _imported_after(statement) & set(FORBIDDEN_ON_ROBOT)
+    assert not leaked, f"{statement} imported {leaked}"
+
+
+def test_simulator_backends_import_no_torch():
+    modules = _imported_after("import sim2real.sim.mujoco_backend, sim2real.sim.pybullet_backend, sim2real.sim.expert")
+    assert "torch" not in modules
