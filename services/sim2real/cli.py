@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -132,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=int, default=96)
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--workers", type=int, default=2, help="datagen and eval processes")
-    p.add_argument("--artifacts", default="artifacts", help="artifacts root (runs/<id>/ and latest)")
+    p.add_argument("--artifacts", default=os.environ.get("SIM2REAL_ARTIFACTS", "artifacts"),
+                   help="artifacts root: runs/<id>/ and latest (default $SIM2REAL_ARTIFACTS or artifacts)")
     p.add_argument("--min-success", type=float, help="exit 1 when the policy's success rate is below this")
     _add_common(p)
     p.set_defaults(func=_run)
