@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
-EXIT_GATE_FAILED = 1
 
 
 def _datagen(args: argparse.Namespace) -> int:
@@ -62,14 +61,16 @@ def _run(args: argparse.Namespace) -> int:
     config = PipelineConfig(scenario=args.scenario, num_images=args.num, epochs=args.epochs,
                             input_size=args.input_size, episodes=args.episodes, seed=args.seed,
                             workers=args.workers, artifacts=Path(args.artifacts))
-    result = run_pipeline(config)
-    return _gate_exit(result, args.min_success)
-
-
-def _gate_exit(result: dict, min_success: float | None) -> int:
     from sim2real.eval.evaluate import gate
 
-    return gate(result, min_success)
+    return gate(run_pipeline(config), args.min_success)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from sim2real.bench.run import run_bench
+
+    run_bench(Path(args.out), quick=args.quick)
+    return 0
 
 
 def _add_common(p: argparse.ArgumentParser, seed: int = 0) -> None:
@@ -138,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-success", type=float, help="exit 1 when the policy's success rate is below this")
     _add_common(p)
     p.set_defaults(func=_run)
+
+    p = verbs.add_parser("bench", help="measure every stage; print a table and write bench.json")
+    p.add_argument("--out", default=os.path.join(os.environ.get("SIM2REAL_ARTIFACTS", "artifacts"), "bench.json"))
+    p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, not figures to quote)")
+    p.set_defaults(func=_bench)
     return parser
 
 
