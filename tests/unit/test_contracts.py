@@ -122,3 +122,9 @@ def test_bad_scenario_values_name_their_key(data, key):
 def test_unknown_scenario_name_lists_builtins():
     with pytest.raises(ScenarioError, match="built-ins: .*default"):
         load_scenario("no-such-scenario")
+
+
+def test_atomic_writes_are_readable_by_others(tmp_path):
+    path = tmp_path / "report.json"
+    write_bytes_atomic(path, b"{}")
+    assert path.stat().st_mode & 0o044, "mkstemp's owner-only mode must not leak into artifacts"

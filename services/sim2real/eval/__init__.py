@@ -1,0 +1,1 @@
+"""Closed-loop evaluation in simulator B (PyBullet): policies, the episode loop, the HTML report."""

@@ -1,0 +1,202 @@
+"""Closed-loop evaluation in PyBullet: the success metric, the result JSON, the gate, the report."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pybullet")
+
+from sim2real.contracts.actions import ACTIONS, FORWARD, spec  # noqa: E402
+from sim2real.contracts.manifest import new_manifest, write_manifest  # noqa: E402
+from sim2real.contracts.preprocessing import PreprocessSpec  # noqa: E402
+from sim2real.contracts.scenario import load_scenario  # noqa: E402
+from sim2real.eval.evaluate import EvalConfig, evaluate, gate, run_episode, wilson_interval  # noqa: E402
+from sim2real.eval.policies import ExpertPolicy, ModelPolicyAdapter, SpinPolicy, make_policy  # noqa: E402
+from sim2real.sim.pybullet_backend import PybulletBackend  # noqa: E402
+
+REQUIRED = {"success_rate", "success_ci95", "episodes", "successes", "collisions", "mean_progress_m",
+            "latency_ms", "model_sha256", "model", "policy", "scenario", "scenario_sha256", "backend",
+            "seed", "steps_per_s", "wall_s", "per_episode"}
+PER_EPISODE = {"index", "success", "collided", "progress_m", "path_length_m", "steps", "trajectory",
+               "collision_point", "obstacles", "latency_ms_mean", "latency_ms_p99"}
+
+
+def tiny(episodes: int, **kw) -> EvalConfig:
+    return EvalConfig(scenario="tiny", episodes=episodes, **kw)
+
+
+@pytest.fixture(scope="module")
+def expert_result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    result = evaluate("expert", tiny(8), json_out=out / "expert.json", report_out=out / "report.html",
+                      progress=False)
+    return result, out
+
+
+def test_spin_never_collides_and_always_fails():
+    result = evaluate("spin", tiny(4), progress=False)
+    assert result["success_rate"] == 0.0 and result["successes"] == 0
+    assert result["collisions"] == 0
+    assert result["mean_progress_m"] < 0.05
+    assert result["policy"] == "spin" and result["model_sha256"] is None
+    assert all(ep["steps"] == 50 for ep in result["per_episode"])   # 5 s at 10 Hz, no early stop
+
+
+def test_expert_succeeds_on_most_tiny_episodes(expert_result):
+    result, _ = expert_result
+    assert result["success_rate"] >= 0.7
+    assert result["collisions"] == 0
+
+
+def test_result_json_has_every_field(expert_result):
+    result, out = expert_result
+    on_disk = json.loads((out / "expert.json").read_text())
+    assert REQUIRED <= set(on_disk)
+    assert on_disk["episodes"] == 8 and on_disk["scenario"] == "tiny" and on_disk["backend"] == "pybullet"
+    assert on_disk["scenario_sha256"] == load_scenario("tiny").sha256()
+    assert set(on_disk["latency_ms"]) == {"p50", "p99", "mean"}
+    lo, hi = on_disk["success_ci95"]
+    assert 0.0 <= lo <= on_disk["success_rate"] <= hi <= 1.0
+    assert [ep["index"] for ep in on_disk["per_episode"]] == list(range(8))
+    for ep in on_disk["per_episode"]:
+        assert PER_EPISODE <= set(ep)
+        assert ep["success"] == (not ep["collided"] and ep["progress_m"] >= 0.5)
+        assert ep["path_length_m"] >= ep["progress_m"] - 1e-6
+        assert len(ep["trajectory"]) >= 2 and len(ep["trajectory"][0]) == 2
+        start, end = ep["trajectory"][0], ep["trajectory"][-1]
+        assert math.dist(start, end) == pytest.approx(ep["progress_m"], abs=0.01)
+
+
+def test_report_is_self_contained_html_with_a_trajectory_png(expert_result):
+    _, out = expert_result
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") >= 2
+    assert "http" not in page.split("<body>")[1]          # nothing fetched from elsewhere
+    png = (out / "report_trajectories.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_compares_side_by_side(expert_result, tmp_path):
+    from sim2real.eval.report import write_report
+
+    result, _ = expert_result
+    spin = evaluate("spin", tiny(2), progress=False)
+    write_report(spin, tmp_path / "r.html", compare=result)
+    page = (tmp_path / "r.html").read_text()
+    assert "expert (ceiling)" in page and "spin" in page
+
+
+def test_same_seed_same_episodes_and_workers_do_not_change_results():
+    one = evaluate("expert", tiny(3, seed=7), progress=False)
+    two = evaluate("expert", tiny(3, seed=7, workers=2), progress=False)
+    keep = ("index", "success", "collided", "progress_m", "steps", "trajectory", "obstacles")
+    assert [{k: ep[k] for k in keep} for ep in one["per_episode"]] == \
+           [{k: ep[k] for k in keep} for ep in two["per_episode"]]
+    assert two["workers"] == 2
+
+
+class _Forward:
+    kind = "forward"
+
+    def act(self, depth, pose, world):
+        return FORWARD
+
+
+def test_driving_straight_stops_at_the_first_collision():
+    scenario = load_scenario("tiny")
+    scenario = scenario.model_copy(update={"episode": scenario.episode.model_copy(update={"duration_s": 20.0})})
+    backend = PybulletBackend(scenario)
+    try:
+        ep = run_episode(backend, _Forward(), scenario, seed=3, index=0)
+    finally:
+        backend.close()
+    assert ep["collided"] and not ep["success"]
+    assert ep["steps"] < 200 and ep["collision_point"] is not None
+    assert ep["progress_m"] == pytest.approx(ep["path_length_m"], rel=0.02)   # a straight line
+
+
+def test_injected_latency_still_runs_whole_episodes():
+    result = evaluate("spin", tiny(1, latency_ms=150.0), progress=False)
+    assert result["per_episode"][0]["steps"] == 50 and result["injected_latency_ms"] == 150.0
+
+
+def test_gate():
+    assert gate({"success_rate": 0.5}, None) == 0
+    assert gate({"success_rate": 0.9, "success_ci95": [0.8, 0.95], "episodes": 100}, 0.8) == 0
+    assert gate({"success_rate": 0.8}, 0.8) == 0
+
+
+def test_gate_fails_below_threshold_with_one_line(capsys):
+    assert gate({"success_rate": 0.5, "success_ci95": [0.3, 0.7], "episodes": 10}, 0.8) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "0.8" in err
+
+
+@pytest.mark.parametrize("config, error", [
+    (tiny(0), ValueError),
+    (tiny(-3), ValueError),
+    (EvalConfig(scenario="tiny", episodes=2, backend="gazebo"), ValueError),
+    (EvalConfig(scenario="no-such-scenario", episodes=2), ValueError),
+    (tiny(2, workers=0), ValueError),
+])
+def test_bad_config_is_a_clear_error(config, error):
+    with pytest.raises(error) as info:
+        evaluate("spin", config, progress=False)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_model_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model not found"):
+        evaluate(tmp_path / "nope.onnx", tiny(1), progress=False)
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-3)
+    lo, hi = wilson_interval(95, 100)
+    assert lo == pytest.approx(0.8882, abs=1e-3) and hi == pytest.approx(0.9785, abs=1e-3)
+
+
+def test_make_policy_names():
+    assert isinstance(make_policy("expert"), ExpertPolicy)
+    assert isinstance(make_policy("spin"), SpinPolicy)
+
+
+def _tiny_onnx(path):
+    """A 'model' whose logits favour forward when the mean normalised depth is above 0.2."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    size = 32
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["m"], axes=[1, 2, 3], keepdims=0),
+         helper.make_node("Reshape", ["m", "shape"], ["m2"]),
+         helper.make_node("MatMul", ["m2", "w"], ["mw"]),
+         helper.make_node("Add", ["mw", "b"], ["logits"])],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", len(ACTIONS)])],
+        [helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 1]),
+         helper.make_tensor("w", TensorProto.FLOAT, [1, 3], [10.0, 0.0, 0.0]),
+         helper.make_tensor("b", TensorProto.FLOAT, [3], [-2.0, 0.0, 0.0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    write_manifest(path, new_manifest("onnx-model", actions=spec(),
+                                      preprocessing=PreprocessSpec(size=size).to_dict()))
+    return path
+
+
+def test_a_model_file_is_evaluated_with_its_sha_and_latency(tmp_path):
+    pytest.importorskip("onnxruntime")
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    policy = make_policy(model)
+    assert isinstance(policy, ModelPolicyAdapter)
+    action = policy.act(np.full((64, 64), 3.0, np.float32), None, None)
+    assert action == FORWARD and policy.last_latency_ms > 0
+    result = evaluate(model, tiny(2), progress=False)
+    assert result["policy"] == "model" and result["model"] == str(model)
+    assert result["model_sha256"] == policy.sha256 and len(result["model_sha256"]) == 64
+    assert result["latency_ms"]["p50"] > 0
