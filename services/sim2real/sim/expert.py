@@ -2,9 +2,10 @@
 
 Rule (thresholds from the scenario's ``episode.expert``): sweep the robot's disc straight ahead.
 If it travels ``stop_distance_m`` without touching anything, go forward. Otherwise turn away from
-the obstacle that blocks it: the side is the sign of the blocking point's lateral offset, which
-stays the same while the robot turns away from it, so the expert never dithers left-right in
-place. When the blocker is dead ahead (within ``side_tie_m``) the side with more free space wins.
+what blocks it: the side is the sign of the blocking points' lateral offset, which stays the same
+while the robot turns away, so the expert does not dither left-right in place. When a blocker is
+dead ahead (within ``side_tie_m``) or blockers stand on both sides, the side with more free space
+wins.
 
 The same function labels the dataset and drives the robot as the ``expert`` policy in evaluation,
 where it is the ceiling the learned policy is compared to.
@@ -65,16 +66,18 @@ def expert_action(world: World, pose: Pose2D, robot_radius: float, rule: Expert)
     s = np.arange(0.0, rule.stop_distance_m + 1e-9, _STEP_M)
     pts = np.stack([pose.x + s * math.cos(pose.yaw), pose.y + s * math.sin(pose.yaw)], axis=1)
     dist = signed_distances(world, pts)
-    blocked = np.flatnonzero(dist.min(axis=1) < radius)
-    if not len(blocked):
+    touching = dist < radius
+    if not touching.any():
         return FORWARD
-    first = blocked[0]
-    solid = world.solids()[int(dist[first].argmin())]
-    q = _closest_point(solid, pts[first])
-    lateral = -(q[0] - pose.x) * math.sin(pose.yaw) + (q[1] - pose.y) * math.cos(pose.yaw)
-    if lateral > rule.side_tie_m:
+    solids = world.solids()
+    sides = set()
+    for j in np.flatnonzero(touching.any(axis=0)):
+        q = _closest_point(solids[j], pts[np.flatnonzero(touching[:, j])[0]])
+        lateral = -(q[0] - pose.x) * math.sin(pose.yaw) + (q[1] - pose.y) * math.cos(pose.yaw)
+        sides.add(0 if abs(lateral) <= rule.side_tie_m else int(np.sign(lateral)))
+    if sides == {1}:
         return RIGHT
-    if lateral < -rule.side_tie_m:
+    if sides == {-1}:
         return LEFT
     look = 2.0 * rule.stop_distance_m
     left = sum(free_length(world, pose, pose.yaw + a, radius, look) for a in (0.5, 1.0, 1.5))
