@@ -77,7 +77,7 @@ def run_pipeline(config: PipelineConfig) -> dict:
                                               TrainConfig(epochs=config.epochs, input_size=config.input_size,
                                                           seed=config.seed), progress=config.progress))
     models = stage("export", lambda: export(checkpoint, run_dir / "model", data=data_dir, progress=config.progress))
-    model = models.get("int8", models["onnx"])
+    model = models["int8"]
     eval_config = EvalConfig(scenario=config.scenario, episodes=config.episodes, seed=config.seed + 1000,
                              workers=config.workers)
     expert = stage("eval expert", lambda: evaluate("expert", eval_config, json_out=run_dir / "eval_expert.json",

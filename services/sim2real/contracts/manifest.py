@@ -107,7 +107,9 @@ def read_manifest(artifact: str | os.PathLike, verify: bool = True) -> dict:
     """Read an artifact's manifest; with ``verify`` the file's sha256 must match the recorded one."""
     artifact = Path(artifact)
     manifest = read_json(manifest_path(artifact), what="manifest")
-    if verify and artifact.is_file() and "sha256" in manifest:
+    if verify and artifact.is_file():
+        if "sha256" not in manifest:
+            raise ValueError(f"manifest of {artifact} records no sha256: it cannot be verified")
         actual = sha256_file(artifact)
         if actual != manifest["sha256"]:
             raise ValueError(

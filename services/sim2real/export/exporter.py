@@ -1,0 +1,245 @@
+"""Export a checkpoint to ONNX (FP32) and INT8 QDQ, each checked against the model it came from.
+
+``export(checkpoint, out)`` writes into ``out``::
+
+    model.onnx             FP32, opset 17, input "depth" (N, 1, S, S), output "logits" (N, 3)
+    model.int8.onnx        INT8 QDQ for ONNX Runtime on a CPU: QUInt8 activations, per-channel
+                           QInt8 weights (the fast form for ORT's x86/ARM kernels)
+    model.int8-trt.onnx    INT8 QDQ in TensorRT's form: symmetric QInt8 activations and weights,
+                           same calibration (its ORT-CPU agreement is recorded; ORT runs it slowly)
+
+each with ``<file>.manifest.json`` carrying the checkpoint's preprocessing and actions, so the
+runtime needs nothing else. Held-out images (the checkpoint's own validation split when the
+dataset is the one it was trained on) check FP32 parity with PyTorch and INT8 agreement with FP32;
+calibration (activation ranges at the 99.99th percentile, which agrees with FP32 more often
+than min/max) uses a disjoint seeded subset of training images. A file is renamed into place only
+after its check passes, so a failed check leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from tqdm import tqdm
+
+from sim2real.contracts.dataset import Dataset
+from sim2real.contracts.manifest import atomic_path, manifest_path, new_manifest, write_manifest
+from sim2real.contracts.preprocessing import PreprocessSpec
+from sim2real.train.trainer import load_checkpoint, preprocess_millimetres, split_indices
+
+ONNX_NAME = "model.onnx"
+INT8_NAME = "model.int8.onnx"
+INT8_TRT_NAME = "model.int8-trt.onnx"
+OPSET = 17
+INPUT_NAME = "depth"
+OUTPUT_NAME = "logits"
+MAX_HELD_OUT = 512
+CALIBRATION_IMAGES = 256
+CALIBRATION_PERCENTILE = 99.99
+MIN_PARITY_AGREEMENT = 0.99
+MAX_PARITY_DIFF = 1e-3
+_BATCH = 64
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _run(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
+    return np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: x[i:i + _BATCH]})[0]
+                           for i in range(0, len(x), _BATCH)])
+
+
+def _torch_logits(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(x[i:i + _BATCH])).numpy() for i in range(0, len(x), _BATCH)])
+
+
+def _latency_ms(session: ort.InferenceSession, x: np.ndarray, repeats: int = 20) -> float:
+    """Median wall time of one batch-1 inference."""
+    sample = x[:1]
+    session.run([OUTPUT_NAME], {INPUT_NAME: sample})
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run([OUTPUT_NAME], {INPUT_NAME: sample})
+        times.append(time.perf_counter() - start)
+    return round(float(np.median(times)) * 1e3, 3)
+
+
+def _compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> dict:
+    return {"images": int(len(labels)),
+            "max_abs_diff": float(np.abs(reference - candidate).max()),
+            "top1_agreement": float((reference.argmax(1) == candidate.argmax(1)).mean()),
+            "accuracy": float((candidate.argmax(1) == labels).mean())}
+
+
+def _samples(manifest: dict, data: Path | None,
+             spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """(held-out inputs, held-out labels, calibration inputs, provenance) from the dataset."""
+    if data is None:
+        recorded = manifest.get("dataset_path")
+        data = Path(recorded) if recorded else None
+        if data is None or not data.is_dir():
+            where = recorded or "the checkpoint manifest names none"
+            raise FileNotFoundError(f"export needs the training dataset for parity checks and INT8 "
+                                    f"calibration, but {where} is not there: pass --data")
+    elif not Path(data).is_dir():
+        raise FileNotFoundError(f"dataset not found: {data}")
+    dataset = Dataset(data)
+    depth_mm, labels = dataset.load()
+    if len(labels) < 2:
+        raise ValueError(f"{data}: {len(labels)} image(s) are too few to check and calibrate an export")
+    config = manifest.get("train_config") or {}
+    seed = int(config.get("seed", 0))
+    rng = np.random.default_rng(seed + 1)
+    same = dataset.sha256 == manifest.get("inputs", {}).get("dataset") and "val_fraction" in config
+    if same:
+        train_idx, held_idx = split_indices(len(labels), float(config["val_fraction"]), seed)
+    else:
+        order = rng.permutation(len(labels))
+        n_held = min(MAX_HELD_OUT, max(1, len(labels) // 2))
+        held_idx, train_idx = order[:n_held], order[n_held:]
+    if len(held_idx) > MAX_HELD_OUT:
+        held_idx = np.sort(rng.choice(held_idx, MAX_HELD_OUT, replace=False))
+    calib_idx = np.sort(rng.choice(train_idx, min(CALIBRATION_IMAGES, len(train_idx)), replace=False))
+    provenance = {"dataset_sha256": dataset.sha256, "held_out": "validation split" if same else "seeded subset",
+                  "held_out_images": int(len(held_idx)), "calibration_images": int(len(calib_idx))}
+    return (preprocess_millimetres(depth_mm[held_idx], spec), labels[held_idx].astype(np.int64),
+            preprocess_millimetres(depth_mm[calib_idx], spec), provenance)
+
+
+class _CalibrationReader:
+    """ONNX Runtime calibration data reader over preprocessed images, in equal-sized batches.
+
+    The histogram calibrators stack every batch's activations, so a short last batch is dropped.
+    """
+
+    def __init__(self, x: np.ndarray, batch: int = 16):
+        batch = max(1, min(batch, len(x)))
+        self._batches = iter([{INPUT_NAME: x[i:i + batch]} for i in range(0, len(x) - batch + 1, batch)])
+
+    def get_next(self) -> dict | None:
+        return next(self._batches, None)
+
+
+def _quantize(source: Path, target: Path, calibration: np.ndarray, cache: Path, trt: bool) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    options = {"CalibPercentile": CALIBRATION_PERCENTILE}
+    if trt:
+        options.update(ActivationSymmetric=True, WeightSymmetric=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        quantize_static(source, target, _CalibrationReader(calibration), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QInt8 if trt else QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.Percentile,
+                        extra_options=options, calibration_cache_path=cache)
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    manifest_path(path).unlink(missing_ok=True)
+
+
+def _export_fp32(model: torch.nn.Module, target: Path, held_x: np.ndarray, held_y: np.ndarray,
+                 common: dict) -> np.ndarray:
+    """Write the FP32 ONNX model once it passes the checker and PyTorch parity; return its logits."""
+    started = time.perf_counter()
+    reference = _torch_logits(model, held_x)
+    with atomic_path(target) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (torch.from_numpy(held_x[:1]),), str(tmp), dynamo=False,
+                              opset_version=OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        try:
+            onnx.checker.check_model(str(tmp))
+        except onnx.checker.ValidationError as exc:
+            reason = str(exc).splitlines()[0]
+            raise ValueError(f"exported {target.name} fails the ONNX checker: {reason}") from None
+        session = _session(tmp)
+        logits = _run(session, held_x)
+        parity = _compare(reference, logits, held_y)
+        if parity["top1_agreement"] < MIN_PARITY_AGREEMENT or parity["max_abs_diff"] > MAX_PARITY_DIFF:
+            raise ValueError(f"ONNX FP32 disagrees with PyTorch on {parity['images']} held-out images "
+                             f"(top-1 agreement {parity['top1_agreement']:.4f}, max |diff| "
+                             f"{parity['max_abs_diff']:.2e}; need ≥ {MIN_PARITY_AGREEMENT}, ≤ {MAX_PARITY_DIFF})")
+        parity["latency_ms_batch1"] = _latency_ms(session, held_x)
+        parity["export_seconds"] = round(time.perf_counter() - started, 2)
+    write_manifest(target, new_manifest("onnx-model", precision="fp32", parity=parity, **common))
+    return logits
+
+
+def _export_int8(prepared: Path, target: Path, trt: bool, fp32: np.ndarray, held_x: np.ndarray,
+                 held_y: np.ndarray, calib_x: np.ndarray, cache: Path, min_agreement: float, common: dict) -> None:
+    """Write one INT8 QDQ model once its top-1 agreement with FP32 reaches ``min_agreement``."""
+    started = time.perf_counter()
+    with atomic_path(target) as tmp:
+        _quantize(prepared, tmp, calib_x, cache, trt)
+        session = _session(tmp)
+        agreement = _compare(fp32, _run(session, held_x), held_y)
+        agreement["latency_ms_batch1"] = _latency_ms(session, held_x)
+        agreement["quantize_seconds"] = round(time.perf_counter() - started, 2)
+        if agreement["top1_agreement"] < min_agreement:
+            for stale in (INT8_NAME, INT8_TRT_NAME):
+                _remove(target.parent / stale)
+            raise ValueError(f"{target.name}: INT8 top-1 agreement with FP32 is "
+                             f"{agreement['top1_agreement']:.4f} on {agreement['images']} held-out "
+                             f"images, below the required {min_agreement}; no INT8 model written")
+    quantization = {"format": "QDQ", "weights": "QInt8 per-channel symmetric",
+                    "calibration": f"percentile {CALIBRATION_PERCENTILE}",
+                    "activations": "QInt8 symmetric (TensorRT)" if trt else "QUInt8 asymmetric (ORT CPU)"}
+    write_manifest(target, new_manifest("onnx-model", precision="int8", quantization=quantization,
+                                        int8_agreement=agreement, **common))
+
+
+def export(checkpoint: Path, out: Path, data: Path | None = None, int8: bool = True,
+           min_int8_agreement: float = 0.95, progress: bool = True) -> dict[str, Path]:
+    """Export ``checkpoint`` into ``out``.
+
+    Returns {"onnx": out/model.onnx} plus, with ``int8``, {"int8": out/model.int8.onnx,
+    "int8_trt": out/model.int8-trt.onnx}. ``data`` defaults to the checkpoint's dataset.
+    """
+    checkpoint, out = Path(checkpoint), Path(out)
+    if not np.isfinite(min_int8_agreement) or min_int8_agreement < 0:
+        raise ValueError(f"min_int8_agreement must be a number ≥ 0, got {min_int8_agreement!r}")
+    model, ck = load_checkpoint(checkpoint)
+    spec = PreprocessSpec.from_dict(ck["preprocessing"])
+    with tqdm(total=4 if int8 else 2, desc="export", unit="step", file=sys.stderr, disable=not progress) as bar:
+        bar.set_postfix_str("held-out and calibration images")
+        held_x, held_y, calib_x, provenance = _samples(ck, None if data is None else Path(data), spec)
+        common = {"inputs": {"checkpoint": ck["sha256"], "dataset": ck["inputs"].get("dataset"),
+                             "scenario": ck["inputs"].get("scenario")},
+                  "preprocessing": ck["preprocessing"], "actions": ck["actions"], "arch": ck.get("arch"),
+                  "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "opset": OPSET, "checks": provenance}
+        bar.update()
+        bar.set_postfix_str(f"{ONNX_NAME}: export, check, parity")
+        paths = {"onnx": out / ONNX_NAME}
+        fp32 = _export_fp32(model, paths["onnx"], held_x, held_y, common)
+        bar.update()
+        if not int8:
+            return paths
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        with tempfile.TemporaryDirectory(prefix="sim2real-int8-") as work:
+            cache, prepared = Path(work) / "calibration.json", Path(work) / "prepared.onnx"
+            quant_pre_process(paths["onnx"], prepared)
+            for key, name, trt in (("int8", INT8_NAME, False), ("int8_trt", INT8_TRT_NAME, True)):
+                bar.set_postfix_str(f"{name}: calibrate, quantize, agreement")
+                _export_int8(prepared, out / name, trt, fp32, held_x, held_y, calib_x, cache,
+                             min_int8_agreement, common)
+                paths[key] = out / name
+                bar.update()
+    return paths
