@@ -60,7 +60,8 @@ def _run(args: argparse.Namespace) -> int:
 
     config = PipelineConfig(scenario=args.scenario, num_images=args.num, epochs=args.epochs,
                             input_size=args.input_size, episodes=args.episodes, seed=args.seed,
-                            workers=args.workers, artifacts=Path(args.artifacts))
+                            workers=args.workers, min_int8_agreement=args.min_int8_agreement,
+                            artifacts=Path(args.artifacts))
     from sim2real.eval.evaluate import gate
 
     return gate(run_pipeline(config), args.min_success)
@@ -136,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="datagen and eval processes")
     p.add_argument("--artifacts", default=os.environ.get("SIM2REAL_ARTIFACTS", "artifacts"),
                    help="artifacts root: runs/<id>/ and latest (default $SIM2REAL_ARTIFACTS or artifacts)")
+    p.add_argument("--min-int8-agreement", type=float, default=0.95,
+                   help="fail the export when INT8 top-1 agreement with FP32 is below this (default %(default)s)")
     p.add_argument("--min-success", type=float, help="exit 1 when the policy's success rate is below this")
     _add_common(p)
     p.set_defaults(func=_run)

@@ -26,6 +26,7 @@ class PipelineConfig:
     episodes: int = 100
     seed: int = 0
     workers: int = 2
+    min_int8_agreement: float = 0.95
     artifacts: Path = Path("artifacts")
     run_id: str | None = None
     progress: bool = True
@@ -76,7 +77,9 @@ def run_pipeline(config: PipelineConfig) -> dict:
     checkpoint = stage("train", lambda: train(data_dir, run_dir / "train",
                                               TrainConfig(epochs=config.epochs, input_size=config.input_size,
                                                           seed=config.seed), progress=config.progress))
-    models = stage("export", lambda: export(checkpoint, run_dir / "model", data=data_dir, progress=config.progress))
+    models = stage("export", lambda: export(checkpoint, run_dir / "model", data=data_dir,
+                                                 min_int8_agreement=config.min_int8_agreement,
+                                                 progress=config.progress))
     model = models["int8"]
     eval_config = EvalConfig(scenario=config.scenario, episodes=config.episodes, seed=config.seed + 1000,
                              workers=config.workers)

@@ -19,7 +19,7 @@ def sim2real(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_tiny_pipeline_end_to_end(tmp_path):
     proc = sim2real("run", "--scenario", "tiny", "--num", "240", "--epochs", "1", "--input-size", "32",
-                    "--episodes", "3", "--workers", "1", "--artifacts", str(tmp_path / "artifacts"), cwd=tmp_path)
+                    "--episodes", "3", "--workers", "1", "--min-int8-agreement", "0.5", "--artifacts", str(tmp_path / "artifacts"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     latest = tmp_path / "artifacts" / "latest"
     assert latest.is_symlink() and latest.resolve().parent == (tmp_path / "artifacts" / "runs").resolve()

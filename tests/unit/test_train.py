@@ -159,3 +159,8 @@ def test_missing_or_unfinished_dataset(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="not a finished dataset"):
         train(tmp_path / "empty", tmp_path / "out", TrainConfig(**FAST), progress=False)
+
+
+def test_a_run_of_one_step_trains(toy, tmp_path):
+    checkpoint = train(toy, tmp_path / "one", TrainConfig(epochs=1, batch_size=512, input_size=32), progress=False)
+    assert checkpoint.exists()

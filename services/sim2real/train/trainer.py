@@ -222,8 +222,11 @@ def train(data: Path, out: Path, config: TrainConfig, progress: bool = True) -> 
         criterion = nn.CrossEntropyLoss(weight=class_weights(labels[train_idx]))
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
         steps_per_epoch = len(x_train) // config.batch_size + (len(x_train) % config.batch_size >= 2)
+        total_steps = config.epochs * steps_per_epoch
+        # Warm up for a quarter of the run, but for at least two steps: OneCycle needs both phases non-empty.
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch, pct_start=0.25)
+            optimizer, max_lr=config.lr, total_steps=max(total_steps, 4),
+            pct_start=min(0.5, max(0.25, 2.0 / max(total_steps, 4))))
 
         history, seen, train_time = [], 0, 0.0
         for epoch in range(1, config.epochs + 1):
