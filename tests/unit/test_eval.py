@@ -137,7 +137,7 @@ def test_gate_fails_below_threshold_with_one_line(capsys):
 @pytest.mark.parametrize("config, error", [
     (tiny(0), ValueError),
     (tiny(-3), ValueError),
-    (EvalConfig(scenario="tiny", episodes=2, backend="gazebo"), ValueError),
+    (EvalConfig(scenario="tiny", episodes=2, backend="no-such-sim"), ValueError),
     (EvalConfig(scenario="no-such-scenario", episodes=2), ValueError),
     (tiny(2, workers=0), ValueError),
 ])

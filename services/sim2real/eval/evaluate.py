@@ -74,6 +74,13 @@ def _create_backend(name: str, scenario: Scenario) -> SimBackend:
     return backend
 
 
+def prepare(model: str | Path, config: EvalConfig) -> tuple[Scenario, Policy, SimBackend]:
+    """Validate ``config`` and ``model``; return the scenario, the policy and a driving backend (close it)."""
+    scenario = _validate(config)
+    policy = make_policy(str(model), config.engine, scenario)
+    return scenario, policy, _create_backend(config.backend, scenario)
+
+
 def _percentile(values: list[float] | np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else 0.0
 
@@ -166,6 +173,49 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
     }
 
 
+def summarize(records: list[dict], config: EvalConfig, scenario: Scenario, *, model: str, policy_kind: str,
+              model_sha256: str | None, workers: int, wall_s: float) -> dict:
+    """The result dict from per-episode records (each with its ``_latencies``, removed here), in any order."""
+    records = sorted(records, key=lambda r: r["index"])
+    latencies = np.concatenate([np.asarray(r.pop("_latencies"), dtype=np.float64) for r in records])
+    n = len(records)
+    successes = sum(r["success"] for r in records)
+    total_steps = sum(r["steps"] for r in records)
+    lo, hi = wilson_interval(successes, n)
+    return {
+        "success_rate": successes / n,
+        "success_ci95": [round(lo, 4), round(hi, 4)],
+        "episodes": n,
+        "successes": successes,
+        "collisions": sum(r["collided"] for r in records),
+        "mean_progress_m": round(float(np.mean([r["progress_m"] for r in records])), 4),
+        "mean_path_length_m": round(float(np.mean([r["path_length_m"] for r in records])), 4),
+        "latency_ms": {"p50": round(_percentile(latencies, 50), 4), "p99": round(_percentile(latencies, 99), 4),
+                       "mean": round(float(latencies.mean()), 4) if len(latencies) else 0.0},
+        "latency_histogram_ms": _histogram(latencies),
+        "model_sha256": model_sha256,
+        "model": model,
+        "policy": policy_kind,
+        "engine": config.engine if policy_kind == "model" else None,
+        "scenario": scenario.name,
+        "scenario_sha256": scenario.sha256(),
+        "backend": config.backend,
+        "seed": config.seed,
+        "workers": workers,
+        "injected_latency_ms": config.latency_ms,
+        "arena_size_m": list(scenario.arena.size_m),
+        "robot_radius_m": scenario.robot.radius_m,
+        "duration_s": scenario.episode.duration_s,
+        "control_hz": scenario.episode.control_hz,
+        "min_progress_m": scenario.episode.min_progress_m,
+        "steps": total_steps,
+        "steps_per_s": round(total_steps / wall_s, 2) if wall_s > 0 else None,
+        "wall_s": round(wall_s, 3),
+        "config": asdict(config),
+        "per_episode": records,
+    }
+
+
 # --------------------------------------------------------------------------- worker processes
 _WORKER: dict = {}
 
@@ -190,11 +240,9 @@ def evaluate(model: str | Path, config: EvalConfig, json_out: Path | None = None
     """Evaluate ``model`` ("expert", "spin" or an exported model path) over ``config.episodes`` episodes."""
     from tqdm import tqdm
 
-    scenario = _validate(config)
     model_text = str(model)
-    policy = make_policy(model_text, config.engine, scenario)   # validates the model before any work
+    scenario, policy, backend = prepare(model_text, config)   # validates everything before any work
     workers = min(config.workers, config.episodes)
-    backend = _create_backend(config.backend, scenario)       # validates the backend before any work
     if workers > 1:
         backend.close()                                      # each worker builds its own
     records: list[dict] = []
@@ -222,45 +270,8 @@ def evaluate(model: str | Path, config: EvalConfig, json_out: Path | None = None
     finally:
         bar.close()
     wall = time.perf_counter() - start
-    records.sort(key=lambda r: r["index"])
-
-    latencies = np.concatenate([np.asarray(r.pop("_latencies"), dtype=np.float64) for r in records])
-    n = len(records)
-    successes = sum(r["success"] for r in records)
-    total_steps = sum(r["steps"] for r in records)
-    lo, hi = wilson_interval(successes, n)
-    result = {
-        "success_rate": successes / n,
-        "success_ci95": [round(lo, 4), round(hi, 4)],
-        "episodes": n,
-        "successes": successes,
-        "collisions": sum(r["collided"] for r in records),
-        "mean_progress_m": round(float(np.mean([r["progress_m"] for r in records])), 4),
-        "mean_path_length_m": round(float(np.mean([r["path_length_m"] for r in records])), 4),
-        "latency_ms": {"p50": round(_percentile(latencies, 50), 4), "p99": round(_percentile(latencies, 99), 4),
-                       "mean": round(float(latencies.mean()), 4) if len(latencies) else 0.0},
-        "latency_histogram_ms": _histogram(latencies),
-        "model_sha256": policy.sha256,
-        "model": model_text,
-        "policy": policy.kind,
-        "engine": config.engine if policy.kind == "model" else None,
-        "scenario": scenario.name,
-        "scenario_sha256": scenario.sha256(),
-        "backend": config.backend,
-        "seed": config.seed,
-        "workers": workers,
-        "injected_latency_ms": config.latency_ms,
-        "arena_size_m": list(scenario.arena.size_m),
-        "robot_radius_m": scenario.robot.radius_m,
-        "duration_s": scenario.episode.duration_s,
-        "control_hz": scenario.episode.control_hz,
-        "min_progress_m": scenario.episode.min_progress_m,
-        "steps": total_steps,
-        "steps_per_s": round(total_steps / wall, 2) if wall > 0 else None,
-        "wall_s": round(wall, 3),
-        "config": asdict(config),
-        "per_episode": records,
-    }
+    result = summarize(records, config, scenario, model=model_text, policy_kind=policy.kind,
+                       model_sha256=policy.sha256, workers=workers, wall_s=wall)
     if json_out is not None:
         write_json_atomic(json_out, result)
     if report_out is not None:

@@ -2,7 +2,7 @@
 
 ``write_report(result, path, compare=expert_result)`` shows the policy's headline numbers beside
 the comparison's (the privileged expert: the ceiling), a top-down plot of the episodes and the
-per-step inference latency.
+per-step inference latency; given a latency sweep, success against injected command latency.
 """
 
 from __future__ import annotations
@@ -123,6 +123,37 @@ def latency_figure(result: dict, compare: dict | None = None) -> bytes:
     return _png(fig)
 
 
+def sweep_figure(sweep: dict) -> bytes:
+    """Success rate (with its 95% interval) and collision rate against injected command latency."""
+    points = sweep["points"]
+    xs = [pt["latency_ms"] for pt in points]
+    rates = [pt["success_rate"] for pt in points]
+    below = [r - pt["success_ci95"][0] for r, pt in zip(rates, points)]
+    above = [pt["success_ci95"][1] - r for r, pt in zip(rates, points)]
+    fig = _figure(6.4, 3.6)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.errorbar(xs, rates, yerr=[below, above], color=_GREEN, marker="o", capsize=3, label="success rate (95% CI)")
+    ax.plot(xs, [pt["collision_rate"] for pt in points], color=_RED, marker="x", ls="--", label="collision rate")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("injected command latency (ms)")
+    ax.set_ylabel(f"fraction of {sweep.get('episodes')} episodes")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _sweep_section(sweep: dict, png: bytes) -> str:
+    rows = "".join(
+        f"<tr><td>{pt['latency_ms']:g}</td><td>{_fmt_rate(pt)}</td><td>{pt['collisions']}</td>"
+        f"<td>{pt['mean_progress_m']:.2f}</td></tr>" for pt in sweep["points"])
+    return (f"<h2>Success against command latency</h2>"
+            f"<p>The same {sweep.get('episodes')} episodes, each command delayed by the latency "
+            f"(a policy served from afar).</p>"
+            f'<img alt="latency sweep" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+            f"<table><tr><th>latency (ms)</th><th>success rate</th><th>collisions</th>"
+            f"<th>mean net progress (m)</th></tr>{rows}</table>")
+
+
 def _fmt_rate(res: dict) -> str:
     lo, hi = res["success_ci95"]
     return f"<b>{res['success_rate']:.1%}</b> <span class=ci>(95% CI {lo:.1%}–{hi:.1%})</span>"
@@ -160,7 +191,8 @@ def _episode_table(result: dict) -> str:
             "<th>path (m)</th><th>steps</th><th>mean latency (ms)</th></tr>" + "".join(rows) + "</table>")
 
 
-def render_html(result: dict, trajectories_png: bytes, latency_png: bytes, compare: dict | None = None) -> str:
+def render_html(result: dict, trajectories_png: bytes, latency_png: bytes, compare: dict | None = None,
+                sweep: dict | None = None) -> str:
     mine = _rows(result)
     if compare:
         theirs = dict(_rows(compare))
@@ -199,16 +231,20 @@ details {{ margin: 1em 0; }}
 {img(trajectories_png, "trajectories")}
 <h2>Inference latency</h2>
 {img(latency_png, "latency histogram")}
+{_sweep_section(sweep, sweep_figure(sweep)) if sweep else ""}
 <details><summary>Per-episode results ({result['episodes']})</summary>{_episode_table(result)}</details>
 </body></html>
 """
 
 
-def write_report(result: dict, path: Path, compare: dict | None = None) -> Path:
-    """Write the HTML report to ``path`` and ``<stem>_trajectories.png`` beside it (both atomically)."""
+def write_report(result: dict, path: Path, compare: dict | None = None, sweep: dict | None = None) -> Path:
+    """Write the HTML report to ``path`` and ``<stem>_trajectories.png`` beside it (both atomically).
+
+    ``sweep`` (``sim2real.eval.sweep``'s ``latency_sweep``) adds the success-against-latency section.
+    """
     path = Path(path)
     trajectories = trajectory_figure(result)
     latency = latency_figure(result, compare if compare and compare.get("policy") == "model" else None)
     write_bytes_atomic(path.with_name(f"{path.stem}_trajectories.png"), trajectories)
-    write_bytes_atomic(path, render_html(result, trajectories, latency, compare).encode("utf-8"))
+    write_bytes_atomic(path, render_html(result, trajectories, latency, compare, sweep).encode("utf-8"))
     return path
