@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # torch is pinned to the CPU wheel; other specs pull GBs of CUDA packages.
 TORCH  ?= torch==2.13.0
-EXTRAS ?= datagen,train,export,runtime,ros,eval,dev
+EXTRAS ?= datagen,train,export,runtime,ros,eval,deploy,dev
 
 .PHONY: help install run test test-unit test-integration bench clean
 

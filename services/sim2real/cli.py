@@ -16,30 +16,78 @@ EXIT_BAD_INPUT = 2
 
 
 def _datagen(args: argparse.Namespace) -> int:
+    if args.sensor_grid:
+        from sim2real.datagen.sensor_grid import write_sensor_grid
+
+        path = write_sensor_grid(args.scenario, Path(args.sensor_grid), seed=args.seed)
+        print(json.dumps({"sensor_grid": str(path)}))
+        return 0
+    if not args.out:
+        raise ValueError("--out is required (the dataset folder to create)")
     from sim2real.datagen.generate import generate
 
+    balance: float | str | None = "scenario"
+    if args.balance is not None and args.balance.lower() in ("natural", "none", "off"):
+        balance = None
+    elif args.balance is not None:
+        try:
+            balance = float(args.balance)
+        except ValueError:
+            raise ValueError(f"--balance must be a FORWARD fraction between 0 and 1 or 'natural', "
+                             f"not {args.balance!r}") from None
     manifest = generate(args.scenario, num=args.num, out=Path(args.out), seed=args.seed,
-                        workers=args.workers, backend=args.backend)
-    print(json.dumps({"out": args.out, "images": manifest["count"], "per_class": manifest["per_class"]}))
+                        workers=args.workers, backend=args.backend, shard_size=args.shard_size,
+                        balance=balance, resume=args.resume, progress=not args.no_progress)
+    print(json.dumps({"out": args.out, "images": manifest["count"], "per_class": manifest["per_class"],
+                      "shards": len(manifest["shards"])}))
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from sim2real.train.trainer import TrainConfig, train
+    from dataclasses import fields, replace
 
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         input_size=args.input_size, seed=args.seed, val_fraction=args.val_fraction)
-    checkpoint = train(Path(args.data), Path(args.out), config)
-    print(json.dumps({"checkpoint": str(checkpoint)}))
+    from sim2real.train.trainer import TrainConfig, stored_config, train
+
+    # Settings left out of the command come from the training state when resuming, else the defaults.
+    base = stored_config(args.resume) if args.resume else TrainConfig()
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+             if getattr(args, f.name, None) is not None}
+    config = replace(base, **given)
+    result = train(Path(args.data), Path(args.out), config, resume=Path(args.resume) if args.resume else None,
+                   stop_after=args.stop_after)
+    if os.environ.get("RANK", "0") == "0":
+        key = "checkpoint" if result.name == "checkpoint.pt" else "resume_state"
+        print(json.dumps({key: str(result)}))
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
+    if args.tensorrt:
+        from sim2real.export.tensorrt_build import require_tensorrt
+
+        require_tensorrt()  # before any work: a one-line error where TensorRT is missing
+    engine_options = {"timing_cache": Path(args.timing_cache) if args.timing_cache else None,
+                      "max_batch": args.max_batch, "workspace_mb": args.workspace_mb}
+    if args.onnx:
+        from sim2real.export.tensorrt_build import build_engine
+
+        if not args.tensorrt:
+            raise ValueError("--onnx builds a TensorRT engine from an exported model: add --tensorrt fp16|int8")
+        engine = build_engine(Path(args.onnx), Path(args.out), args.tensorrt, **engine_options)
+        print(json.dumps({"engine": str(engine)}))
+        return 0
+    if args.tensorrt == "int8" and not args.int8:
+        raise ValueError("--tensorrt int8 is built from the INT8 QDQ model: drop --no-int8")
     from sim2real.export.exporter import export
 
     paths = export(Path(args.checkpoint), Path(args.out),
                    data=Path(args.data) if args.data else None, int8=args.int8,
                    min_int8_agreement=args.min_int8_agreement)
+    if args.tensorrt:
+        from sim2real.export.tensorrt_build import build_engine
+
+        source = paths["int8_trt"] if args.tensorrt == "int8" else paths["onnx"]
+        paths["engine"] = build_engine(source, Path(args.out), args.tensorrt, **engine_options)
     print(json.dumps({k: str(v) for k, v in paths.items()}))
     return 0
 
@@ -48,9 +96,16 @@ def _eval(args: argparse.Namespace) -> int:
     from sim2real.eval.evaluate import EvalConfig, evaluate, gate
 
     config = EvalConfig(scenario=args.scenario, episodes=args.episodes, seed=args.seed,
-                        backend=args.backend, engine=args.engine)
-    result = evaluate(args.model, config, json_out=Path(args.json) if args.json else None,
-                      report_out=Path(args.report) if args.report else None)
+                        backend=args.backend, engine=args.engine, workers=args.workers,
+                        latency_ms=args.latency_ms)
+    json_out = Path(args.json) if args.json else None
+    report_out = Path(args.report) if args.report else None
+    if args.latency_sweep:
+        from sim2real.eval.sweep import parse_latencies, sweep
+
+        result = sweep(args.model, config, parse_latencies(args.latency_sweep), json_out, report_out)
+    else:
+        result = evaluate(args.model, config, json_out=json_out, report_out=report_out)
     print(json.dumps({k: result[k] for k in ("success_rate", "episodes", "collisions", "mean_progress_m")}))
     return gate(result, args.min_success)
 
@@ -88,32 +143,75 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("datagen", help="render labelled depth images in simulator A (MuJoCo)")
     p.add_argument("--scenario", default="default", help="built-in name or YAML path")
     p.add_argument("--num", type=int, default=6000, help="images to generate")
-    p.add_argument("--out", required=True, help="dataset folder to create")
+    p.add_argument("--out", help="dataset folder to create (required unless --sensor-grid)")
     p.add_argument("--workers", type=int, default=1, help="processes")
-    p.add_argument("--backend", default="mujoco", help="simulator backend")
+    p.add_argument("--backend", default="mujoco", help="simulator backend (mujoco; isaac in the isaac-datagen image)")
+    p.add_argument("--shard-size", type=int, default=500, help="images per shard (default %(default)s)")
+    p.add_argument("--balance", metavar="F",
+                   help="target FORWARD fraction per shard, LEFT and RIGHT split the rest; 'natural' keeps the "
+                        "pose sampler's mix (default: the scenario's datagen.forward_fraction)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out (same arguments); finished shards whose sha256 "
+                        "verifies are kept")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--sensor-grid", metavar="PNG",
+                   help="instead of a dataset, write a PNG of one scene under each sensor model")
     _add_common(p)
     p.set_defaults(func=_datagen)
 
-    p = verbs.add_parser("train", help="train the 1-channel ResNet18 policy")
+    p = verbs.add_parser("train", help="train the 1-channel ResNet policy (torchrun for several processes)",
+                         description="Train on a datagen dataset. Run under torchrun for data-parallel training: "
+                                     "torchrun --nproc_per_node N -m sim2real train ... (Gloo on CPU, NCCL on CUDA).")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--out", required=True, help="output folder for the checkpoint")
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--input-size", type=int, default=96, help="model input side in pixels")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    _add_common(p)
+    p.add_argument("--arch", choices=["resnet18", "resnet10"],
+                   help="network: resnet18, or resnet10 for small devices (default resnet18)")
+    p.add_argument("--epochs", type=int, help="default 6")
+    p.add_argument("--batch-size", type=int, help="global batch, split across processes (default 64)")
+    p.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule (default 0.002)")
+    p.add_argument("--input-size", type=int, help="model input side in pixels (default 96)")
+    p.add_argument("--val-fraction", type=float, help="validation share of the dataset (default 0.1)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--augment", type=float, metavar="P",
+                   help="probability that an image gets sensor-model augmentation (noise k*z^2, dropout, holes); "
+                        "0 disables (default 0.5)")
+    p.add_argument("--noise-sigma", dest="noise_sigma_per_m2", type=float, metavar="K",
+                   help="augmentation noise ceiling, std dev = K*z^2 metres (default: the dataset's scenario)")
+    p.add_argument("--dropout", type=float, help="augmentation pixel-dropout ceiling (default: the dataset's scenario)")
+    p.add_argument("--holes", type=int, help="most invalid patches per augmented image (default 3)")
+    p.add_argument("--device", help="auto (CUDA when available), cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision on CUDA (default on; the CPU always trains in FP32)")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                   help="write TensorBoard scalars to OUT/tensorboard (default on when tensorboard is installed)")
+    p.add_argument("--threads", type=int, help="CPU threads per process (default: cores / local processes)")
+    p.add_argument("--resume", metavar="LAST_PT",
+                   help="continue an interrupted run from its last.pt (or its folder); settings left out are "
+                        "taken from it")
+    p.add_argument("--stop-after", type=int, metavar="EPOCH",
+                   help="stop after this epoch, leaving OUT/last.pt to --resume from (time-sliced jobs)")
     p.set_defaults(func=_train)
 
-    p = verbs.add_parser("export", help="export a checkpoint to ONNX (+ INT8 QDQ)")
-    p.add_argument("--checkpoint", required=True)
+    p = verbs.add_parser("export", help="export a checkpoint to ONNX (+ INT8 QDQ, + TensorRT engine)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="training checkpoint to export")
+    source.add_argument("--onnx", help="an exported model.onnx / model.int8-trt.onnx: only build the TensorRT "
+                                       "engine from it (no PyTorch needed; for the device)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--data", help="dataset folder for parity checks and INT8 calibration "
                                   "(default: the checkpoint's dataset, if it still exists)")
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
-                   help="also write the INT8 QDQ model (default on)")
+                   help="also write the INT8 QDQ models (default on)")
     p.add_argument("--min-int8-agreement", type=float, default=0.95,
                    help="fail when INT8 top-1 agreement with FP32 is below this (default %(default)s)")
+    p.add_argument("--tensorrt", choices=["fp16", "int8"],
+                   help="also build a TensorRT engine for this machine's GPU (needs TensorRT: the "
+                        "jetson-runtime image)")
+    p.add_argument("--timing-cache", help="TensorRT timing cache file, read and updated "
+                                          "(default OUT/tensorrt.timing.cache)")
+    p.add_argument("--max-batch", type=int, default=8, help="largest batch the engine accepts (default %(default)s)")
+    p.add_argument("--workspace-mb", type=int, default=1024,
+                   help="TensorRT builder workspace limit in MiB (default %(default)s)")
     p.set_defaults(func=_export)
 
     p = verbs.add_parser("eval", help="closed-loop evaluation in simulator B (PyBullet)")
@@ -124,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="auto", help="inference backend (auto, onnxruntime, tensorrt)")
     p.add_argument("--json", help="write the JSON result here")
     p.add_argument("--report", help="write the HTML report here")
+    p.add_argument("--workers", type=int, default=1, help="processes (default %(default)s)")
+    p.add_argument("--latency-ms", type=float, default=0.0,
+                   help="delay every command by this many ms (the cost of remote inference)")
+    p.add_argument("--latency-sweep", metavar="MS,MS,...",
+                   help="evaluate at each latency; the report plots success rate against latency")
     p.add_argument("--min-success", type=float, help="exit 1 when the success rate is below this")
     _add_common(p, seed=1000)
     p.set_defaults(func=_eval)
@@ -147,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=os.path.join(os.environ.get("SIM2REAL_ARTIFACTS", "artifacts"), "bench.json"))
     p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, not figures to quote)")
     p.set_defaults(func=_bench)
+
+    from sim2real.jobs.cli import register as register_jobs
+
+    register_jobs(verbs)
     return parser
 
 

@@ -103,19 +103,127 @@ def test_unknown_scenario_and_backend_are_refused(tmp_path):
         generate("tiny", num=5, out=tmp_path / "b", backend="nope", progress=False)
 
 
-def test_failure_leaves_no_partial_dataset(tmp_path, monkeypatch):
+def fail_after(monkeypatch, calls_allowed):
+    """Make the expert raise after ``calls_allowed`` calls (an interruption mid-run)."""
     calls = []
 
     def failing_expert(*args):
         calls.append(1)
-        if len(calls) > 30:
+        if len(calls) > calls_allowed:
             raise RuntimeError("boom")
         return expert_action(*args)
 
     monkeypatch.setattr(generate_module, "expert_action", failing_expert)
+
+
+def test_failure_before_any_shard_leaves_nothing(tmp_path, monkeypatch):
+    fail_after(monkeypatch, 10)
     with pytest.raises(RuntimeError, match="boom"):
         make(tmp_path / "data")
     assert not (tmp_path / "data").exists()
+
+
+def test_interrupted_run_keeps_finished_shards_and_resumes_byte_identical(dataset, tmp_path, monkeypatch):
+    _, reference = dataset
+    out = tmp_path / "data"
+    fail_after(monkeypatch, 30)                       # shard 0 (25 images) finishes, shard 1 does not
+    with pytest.raises(RuntimeError, match="boom"):
+        make(out)
+    assert sorted(p.name for p in out.iterdir()) == [generate_module.PROGRESS, "shard-00000.npz"]
+    with pytest.raises(DatasetError, match="not a finished dataset"):
+        Dataset(out)
+    with pytest.raises(ValueError, match="--resume"):
+        make(out)                                     # without --resume the folder is refused
+    monkeypatch.setattr(generate_module, "expert_action", expert_action)
+    resumed = generate("tiny", num=NUM, out=out, seed=3, shard_size=SHARD, progress=False, resume=True)
+    assert shas(resumed) == shas(reference)
+    assert resumed["per_class"] == reference["per_class"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in dataset[0].iterdir())
+    assert Dataset(out).load()[0].shape == (NUM, 64, 64)
+
+
+def test_resume_redoes_a_truncated_shard_and_ignores_leftovers(dataset, tmp_path, monkeypatch):
+    """As after a kill: a recorded shard damaged, a temp file left behind; nothing that looks complete is kept."""
+    _, reference = dataset
+    out = tmp_path / "data"
+    fail_after(monkeypatch, 55)                       # shards 0 and 1 finish
+    with pytest.raises(RuntimeError, match="boom"):
+        make(out)
+    monkeypatch.setattr(generate_module, "expert_action", expert_action)
+    shard = out / "shard-00001.npz"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    (out / ".shard-00002.npz.abc.tmp").write_bytes(b"partial")
+    rendered = []
+    original = generate_module._render_shard
+    monkeypatch.setattr(generate_module, "_render_shard",
+                        lambda job, report: rendered.append(job.index) or original(job, report))
+    resumed = generate("tiny", num=NUM, out=out, seed=3, shard_size=SHARD, progress=False, resume=True)
+    assert rendered == [1, 2], "shard 0 verified and kept; the truncated one and the missing one rendered"
+    assert shas(resumed) == shas(reference)
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_resume_refuses_other_arguments_and_returns_a_finished_dataset(dataset, tmp_path, monkeypatch):
+    out, reference = dataset
+    same = generate("tiny", num=NUM, out=out, seed=3, shard_size=SHARD, progress=False, resume=True)
+    assert same == reference
+    with pytest.raises(ValueError, match="other arguments"):
+        generate("tiny", num=NUM, out=out, seed=4, shard_size=SHARD, progress=False, resume=True)
+    fail_after(monkeypatch, 30)
+    with pytest.raises(RuntimeError):
+        make(tmp_path / "data")
+    monkeypatch.setattr(generate_module, "expert_action", expert_action)
+    with pytest.raises(ValueError, match="seed=3.*this one 5"):
+        generate("tiny", num=NUM, out=tmp_path / "data", seed=5, shard_size=SHARD, progress=False, resume=True)
+
+
+def test_resume_into_a_new_folder_is_a_normal_run(tmp_path, dataset):
+    manifest = generate("tiny", num=NUM, out=tmp_path / "new", seed=3, shard_size=SHARD, progress=False, resume=True)
+    assert shas(manifest) == shas(dataset[1])
+
+
+def test_class_balance_is_exact(tmp_path):
+    manifest = generate("tiny", num=50, out=tmp_path / "data", seed=1, shard_size=20, progress=False, balance=0.4)
+    counts = [[s["per_class"][name] for name in ACTIONS] for s in manifest["shards"]]
+    assert counts == [[8, 6, 6], [8, 6, 6], [4, 3, 3]]
+    assert manifest["per_class"] == {"forward": 20, "left": 15, "right": 15}
+    assert manifest["class_balance"]["forward_fraction_target"] == 0.4
+    _, labels = Dataset(tmp_path / "data").load()
+    assert np.bincount(labels, minlength=3).tolist() == [20, 15, 15]
+    with pytest.raises(ValueError, match="balance"):
+        generate("tiny", num=5, out=tmp_path / "bad", balance=1.5, progress=False)
+
+
+def test_default_scenario_sets_a_balance_and_none_keeps_the_natural_mix(tmp_path):
+    assert load_scenario("default").datagen.forward_fraction == 0.5
+    natural = generate("tiny", num=20, out=tmp_path / "n", seed=2, progress=False, balance=None)
+    assert natural["class_balance"]["forward_fraction_target"] is None
+
+
+def test_cli_datagen_flags(tmp_path, capsys):
+    from sim2real.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["datagen", "--scenario", "tiny", "--num", "12", "--out", str(out), "--seed", "1",
+                 "--shard-size", "5", "--balance", "0.5", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert '"shards": 3' in printed and '"per_class": {"forward": 6, "left": 3, "right": 3}' in printed
+    assert main(["datagen", "--scenario", "tiny", "--num", "12", "--out", str(out), "--seed", "1",
+                 "--shard-size", "5", "--balance", "0.5", "--no-progress", "--resume"]) == 0
+    assert main(["datagen", "--scenario", "tiny", "--num", "5", "--out", str(tmp_path / "x"),
+                 "--balance", "lots"]) == 2
+    assert "--balance must be" in capsys.readouterr().err
+    assert main(["datagen", "--scenario", "tiny", "--num", "5"]) == 2
+
+
+def test_sensor_grid_png(tmp_path):
+    from sim2real.datagen.sensor_grid import panels, write_sensor_grid
+
+    titles = [title.split("\n")[0] for title, _ in panels(load_scenario("default"))]
+    assert titles == ["ideal", "stereo noise", "edge holes", "stereo shadows", "quantisation", "min / max range",
+                      "dropout", "all together"]
+    path = write_sensor_grid("tiny", tmp_path / "grid.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_pose_mix_keeps_every_class_well_represented():

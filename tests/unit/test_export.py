@@ -1,20 +1,30 @@
-"""The exporter: ONNX parity with PyTorch, INT8 agreement and its gate, and loading by the runtime."""
+"""The exporter: ONNX parity with PyTorch, INT8 agreement and its gate, the TensorRT form of the
+INT8 model, lineage, engine builds (with a stand-in for TensorRT), bad files, and the CLI."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import sys
+import types
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
-
 from helpers_data import make_toy_dataset
+from onnx import numpy_helper
+from sim2real.cli import main
 from sim2real.contracts.actions import ACTIONS, RIGHT
-from sim2real.contracts.manifest import read_manifest, sha256_file, write_manifest
+from sim2real.contracts.engine_metadata import EngineMetadataError, check_engine_file
+from sim2real.contracts.manifest import manifest_path, read_manifest, sha256_file, write_manifest
 from sim2real.contracts.preprocessing import PreprocessSpec, preprocess
+from sim2real.export import tensorrt_build
 from sim2real.export.exporter import INT8_NAME, INT8_TRT_NAME, ONNX_NAME, export
+from sim2real.export.tensorrt_build import build_engine
 from sim2real.runtime.policy import ModelPolicy
 from sim2real.train.trainer import TrainConfig, load_checkpoint, train
 
@@ -22,7 +32,7 @@ from sim2real.train.trainer import TrainConfig, load_checkpoint, train
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     data = make_toy_dataset(tmp_path_factory.mktemp("toy") / "data")
-    config = TrainConfig(epochs=2, batch_size=32, input_size=32, threads=1)
+    config = TrainConfig(epochs=2, batch_size=32, input_size=32, threads=1, arch="resnet10", tensorboard=False)
     return train(data, tmp_path_factory.mktemp("run"), config, progress=False)
 
 
@@ -103,3 +113,185 @@ def test_checkpoint_whose_dataset_is_gone_needs_data(checkpoint, tmp_path):
     write_manifest(moved, {**read_manifest(checkpoint), "dataset_path": str(tmp_path / "gone")})
     with pytest.raises(FileNotFoundError, match="export needs the training dataset .* pass --data"):
         export(moved, tmp_path / "out", progress=False)
+
+
+def test_tensorrt_int8_model_is_symmetric_and_traceable(checkpoint, exported):
+    model = onnx.load(str(exported["int8_trt"]))
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    qdq = [node for node in model.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    zero_points = [numpy_helper.to_array(initializers[node.input[2]]) for node in qdq]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    # FP32 weights behind Q/DQ pairs, no INT32 bias DequantizeLinear (TensorRT's explicit-quantization form)
+    assert not [node for node in qdq if node.op_type == "DequantizeLinear" and node.input[0] in initializers]
+    manifest = read_manifest(exported["int8_trt"])
+    assert manifest["quantization"]["target"] == "tensorrt" and manifest["int8_agreement"]["required"] == 0.9
+    fp32_sha = read_manifest(exported["onnx"])["sha256"]
+    assert manifest["inputs"]["onnx"] == fp32_sha and manifest["inputs"]["checkpoint"] == read_manifest(checkpoint)["sha256"]
+    assert [(link["kind"], link["sha256"]) for link in manifest["lineage"]] == [
+        ("dataset", manifest["inputs"]["dataset"]), ("checkpoint", manifest["inputs"]["checkpoint"]),
+        ("onnx-model", fp32_sha)]
+
+
+def test_corrupt_or_truncated_onnx_is_a_clear_error(exported, tmp_path):
+    copy = tmp_path / "model.onnx"
+    copy.write_bytes(exported["onnx"].read_bytes()[:5000])
+    shutil.copy(manifest_path(exported["onnx"]), manifest_path(copy))
+    with pytest.raises(ValueError, match="model.onnx does not match its manifest"):
+        ModelPolicy(copy)
+    with pytest.raises(ValueError, match="model.onnx does not match its manifest"):
+        build_engine(copy, tmp_path / "engine", "fp16")
+    write_manifest(copy, read_manifest(exported["onnx"]))  # a manifest that vouches for the broken file
+    with pytest.raises(ValueError, match="model.onnx is not a loadable ONNX model"):
+        ModelPolicy(copy)
+    with pytest.raises(ValueError, match="model.onnx is not a readable ONNX model"):
+        build_engine(copy, tmp_path / "engine", "fp16")
+    assert not (tmp_path / "engine").exists()
+
+
+def test_engine_sources_are_checked(exported, tmp_path):
+    with pytest.raises(ValueError, match="quantized for ONNX Runtime"):
+        build_engine(exported["int8"], tmp_path, "int8")
+    with pytest.raises(ValueError, match="fp16 builds from the FP32 model"):
+        build_engine(exported["int8_trt"], tmp_path, "fp16")
+    with pytest.raises(ValueError, match="unknown TensorRT precision"):
+        build_engine(exported["onnx"], tmp_path, "fp8")
+
+
+def fake_tensorrt(version: str, weak_typing: bool = True) -> tuple[types.ModuleType, dict]:
+    """Just enough of the TensorRT Python builder API to drive build_engine without a GPU."""
+    calls: dict = {"flags": [], "cache_in": []}
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            pass
+
+    class Cache:
+        def __init__(self, blob):
+            self.blob = bytes(blob) or f"cache {version}".encode()
+
+        def serialize(self):
+            return self.blob
+
+    class Config:
+        def set_memory_pool_limit(self, pool, size):
+            calls["workspace"] = (pool, size)
+
+        def set_flag(self, flag):
+            calls["flags"].append(flag)
+
+        def add_optimization_profile(self, profile):
+            calls["profile"] = profile.shapes
+
+        def create_timing_cache(self, blob):
+            calls["cache_in"].append(bytes(blob))
+            return Cache(blob)
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            self.cache = cache
+            return True
+
+        def get_timing_cache(self):
+            return self.cache
+
+    class Profile:
+        def set_shape(self, name, low, opt, high):
+            self.shapes = {name: (low, opt, high)}
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            calls["network_flags"] = flags
+            return SimpleNamespace(num_inputs=1, get_input=lambda i: SimpleNamespace(name="depth"))
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            return b"ENGINE " + version.encode()
+
+    class Parser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            calls["parsed"] = path
+            return True
+
+    module = types.ModuleType("tensorrt")
+    module.__version__ = version
+    module.Logger, module.Builder, module.OnnxParser = Logger, Builder, Parser
+    module.BuilderFlag = SimpleNamespace(INT8="INT8", FP16="FP16") if weak_typing else SimpleNamespace()
+    module.NetworkDefinitionCreationFlag = SimpleNamespace(STRONGLY_TYPED=1)
+    module.MemoryPoolType = SimpleNamespace(WORKSPACE="WORKSPACE")
+    return module, calls
+
+
+def test_tensorrt_engine_build_records_metadata_and_lineage(exported, tmp_path, monkeypatch):
+    monkeypatch.setattr(tensorrt_build, "cuda_device", lambda index=0: {"name": "Orin", "compute_capability": "8.7"})
+    trt, calls = fake_tensorrt("10.3.0")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    engine = build_engine(exported["int8_trt"], tmp_path, "int8")
+    assert engine == tmp_path / "model.int8.engine" and engine.read_bytes() == b"ENGINE 10.3.0"
+    manifest = read_manifest(engine)
+    source = read_manifest(exported["int8_trt"])
+    assert manifest["kind"] == "tensorrt-engine" and manifest["precision"] == "int8"
+    assert (manifest["tensorrt_version"], manifest["compute_capability"], manifest["gpu_name"]) == ("10.3.0", "8.7", "Orin")
+    assert manifest["onnx_sha256"] == manifest["inputs"]["onnx"] == sha256_file(exported["int8_trt"])
+    assert manifest["inputs"]["checkpoint"] == source["inputs"]["checkpoint"]
+    assert [link["kind"] for link in manifest["lineage"]] == ["dataset", "checkpoint", "onnx-model", "onnx-model"]
+    assert manifest["lineage"][-1]["sha256"] == source["sha256"]
+    assert manifest["preprocessing"] == source["preprocessing"] and manifest["actions"] == source["actions"]
+    assert calls["flags"] == ["INT8", "FP16"] and calls["network_flags"] == 0
+    assert calls["profile"] == {"depth": ((1, 1, 32, 32), (1, 1, 32, 32), (8, 1, 32, 32))}
+    assert (tmp_path / "tensorrt.timing.cache").read_bytes() == b"cache 10.3.0"
+    assert manifest["timing_cache"]["status"] == "new"
+    assert check_engine_file(engine, "10.3.0", (8, 7))["sha256"] == sha256_file(engine)
+    with pytest.raises(EngineMetadataError, match="rebuild with: sim2real export --checkpoint .* --tensorrt int8"):
+        check_engine_file(engine, "10.7.0", "8.7")
+
+    again = read_manifest(build_engine(exported["int8_trt"], tmp_path, "int8"))
+    assert calls["cache_in"][-1] == b"cache 10.3.0" and again["timing_cache"]["status"] == "reused"
+
+    trt11, calls11 = fake_tensorrt("11.0.0", weak_typing=False)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt11)
+    strong = read_manifest(build_engine(exported["int8_trt"], tmp_path / "trt11", "int8"))
+    assert strong["builder"]["typing"] == "strong" and calls11["network_flags"] == 2 and not calls11["flags"]
+    with pytest.raises(RuntimeError, match="no FP16 builder flag"):
+        build_engine(exported["onnx"], tmp_path / "trt11", "fp16")
+
+
+def test_cli_tensorrt_without_tensorrt_is_one_clear_line(checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x"), "--tensorrt", "int8"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs TensorRT" in err and "jetson-runtime" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_train_stop_resume_and_export_int8(tmp_path, capsys):
+    data = make_toy_dataset(tmp_path / "data", count=120)
+    train_args = ["train", "--data", str(data), "--out", str(tmp_path / "run")]
+    assert main([*train_args, "--arch", "resnet10", "--epochs", "2", "--batch-size", "32", "--input-size", "32",
+                 "--threads", "1", "--no-tensorboard", "--seed", "1", "--stop-after", "1"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"resume_state": str(tmp_path / "run" / "last.pt")}
+    with pytest.raises(ValueError, match="training-state, not a finished checkpoint"):
+        export(tmp_path / "run" / "last.pt", tmp_path / "early", progress=False)
+    assert main([*train_args, "--resume", str(tmp_path / "run")]) == 0  # settings come from last.pt
+    checkpoint = Path(json.loads(capsys.readouterr().out)["checkpoint"])
+    manifest = read_manifest(checkpoint)
+    assert manifest["arch"] == "resnet10" and manifest["train_config"]["seed"] == 1
+    assert manifest["training"]["resumed_from"]["epoch"] == 1
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "model"), "--int8",
+                 "--min-int8-agreement", "0.5"]) == 0
+    paths = json.loads(capsys.readouterr().out)
+    assert set(paths) == {"onnx", "int8", "int8_trt"}
+    assert read_manifest(paths["int8"])["int8_agreement"]["top1_agreement"] >= 0.5

@@ -2,8 +2,21 @@
 
 Images are split into shards; shard ``i`` draws everything from
 ``default_rng(SeedSequence([seed, i]))``, so a seed gives byte-identical shards whatever the
-number of workers. Shards are written atomically and the manifest last: a folder without
-``manifest.json`` is unfinished, and a failed run removes what it wrote.
+number of workers, and whether or not the run was interrupted and resumed.
+
+Class balance: with a target forward fraction (``datagen.forward_fraction`` in the scenario, or
+``balance=``), the dataset holds exactly ``round(f * num)`` FORWARD images and splits the rest
+evenly between LEFT and RIGHT; each shard is within one image of its share. Poses are drawn from the usual sampler and kept only when the expert's
+label is the one scheduled next (rejection sampling), so the images of each class look as they
+would without balancing; only the class mix changes.
+
+Crash safety: shards are written atomically (temp file, then rename), and after each finished
+shard its sha256 is recorded in ``progress.json`` (also written atomically). The manifest comes
+last, and ``progress.json`` is removed then: a folder without ``manifest.json`` is unfinished and
+the reader refuses it. A failed run removes its temp files and any shard not recorded as finished,
+keeping the finished ones; ``resume=True`` (``--resume``) continues it, re-rendering only shards
+that are missing or whose sha256 does not verify. The result is byte-identical to an
+uninterrupted run (the manifest differs only in its ``created_utc``).
 """
 
 from __future__ import annotations
@@ -15,25 +28,42 @@ import multiprocessing
 import numbers
 import queue as queue_module
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
 
 from sim2real import __version__
-from sim2real.contracts.actions import ACTIONS
+from sim2real.contracts.actions import ACTIONS, FORWARD, LEFT, RIGHT
 from sim2real.contracts.dataset import FORMAT_VERSION, MANIFEST, shard_name, write_shard
-from sim2real.contracts.manifest import atomic_path, new_manifest, write_json_atomic
+from sim2real.contracts.manifest import (
+    atomic_path,
+    new_manifest,
+    read_json,
+    sha256_file,
+    write_json_atomic,
+)
 from sim2real.contracts.preprocessing import depth_to_millimetres
 from sim2real.contracts.scenario import Scenario, load_scenario
 from sim2real.sim import registry
-from sim2real.sim.expert import expert_action, signed_distances
-from sim2real.sim.world import Pose2D, World, sample_camera, sample_free_pose, sample_world
+from sim2real.sim.expert import expert_action, path_clear, signed_distances, turn_action
+from sim2real.sim.world import (
+    Pose2D,
+    World,
+    sample_camera,
+    sample_free_pose,
+    sample_world,
+)
 
+# Bump when the same scenario and seed would give different bytes (recorded in every manifest).
+GENERATOR_VERSION = 2
 CONTACT_SHEET = "contact_sheet.png"
-IMAGES_PER_WORLD = 25
+PROGRESS = "progress.json"
+IMAGES_PER_WORLD = 25          # the default of the scenario's datagen.images_per_world
+BALANCE_TRIES_PER_WORLD = 400  # label rejections before a fresh world is drawn
+BALANCE_WORLDS = 20            # fresh worlds before giving up on a label
 NEAR_FRACTION = 0.5
 FREE_GAP_M = 0.02
 NEAR_GAP_M = (0.05, 1.0)
@@ -72,6 +102,7 @@ class _ShardJob:
     count: int
     path: Path
     previews: tuple[int, ...]
+    forward_fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -83,22 +114,70 @@ class _ShardResult:
     previews: tuple[tuple[np.ndarray, int], ...]
 
 
+def _cumulative_counts(k: int, forward_fraction: float) -> tuple[int, int, int]:
+    """Images per class among the first ``k`` of a balanced dataset (FORWARD, LEFT, RIGHT)."""
+    forward = math.floor(forward_fraction * k + 0.5)
+    left = (k - forward + 1) // 2
+    return forward, left, k - forward - left
+
+
+def class_counts(start: int, count: int, forward_fraction: float) -> tuple[int, ...]:
+    """Images per class in the shard holding images ``start .. start + count - 1``.
+
+    The dataset as a whole holds exactly ``round(f * num)`` FORWARD images and splits the rest
+    evenly (LEFT gets the odd one); each shard is within one image of its share.
+    """
+    end = _cumulative_counts(start + count, forward_fraction)
+    begin = _cumulative_counts(start, forward_fraction)
+    counts = [0] * len(ACTIONS)
+    for action, a, b in zip((FORWARD, LEFT, RIGHT), begin, end):
+        counts[action] = b - a
+    return tuple(counts)
+
+
+def _schedule(start: int, count: int, forward_fraction: float | None, rng: np.random.Generator) -> np.ndarray | None:
+    """The label each image of a shard must have (shuffled), or None for the natural mix."""
+    if forward_fraction is None:
+        return None
+    labels = np.repeat(np.arange(len(ACTIONS)), class_counts(start, count, forward_fraction))
+    return rng.permutation(labels)
+
+
 def _render_shard(job: _ShardJob, report: Callable[[int], object]) -> _ShardResult:
     """Render and write one shard; ``report(1)`` after each image."""
     scenario = job.scenario
     radius, rule, cam = scenario.robot.radius_m, scenario.episode.expert, scenario.camera
+    per_world = scenario.datagen.images_per_world
     rng = np.random.default_rng(np.random.SeedSequence([job.seed, job.index]))
+    targets = _schedule(job.start, job.count, job.forward_fraction, rng)
     depth_mm = np.empty((job.count, cam.height, cam.width), dtype=np.uint16)
     labels = np.empty(job.count, dtype=np.uint8)
     backend = registry.create(job.backend, scenario)
     try:
         for i in range(job.count):
-            if i % IMAGES_PER_WORLD == 0:
+            if i % per_world == 0:
                 world = sample_world(scenario, rng)
                 backend.load(world)
-            pose = sample_pose(world, radius, rng)
+            pose, label = None, -1
+            for attempt in range(BALANCE_TRIES_PER_WORLD * BALANCE_WORLDS):
+                if attempt and attempt % BALANCE_TRIES_PER_WORLD == 0:
+                    world = sample_world(scenario, rng)     # this scene has no such pose: draw another
+                    backend.load(world)
+                pose = sample_pose(world, radius, rng)
+                if targets is None:
+                    label = expert_action(world, pose, radius, rule)
+                    break
+                # The expert's label, computed only as far as needed to accept or reject the pose.
+                if path_clear(world, pose, radius, rule) != (targets[i] == FORWARD):
+                    continue
+                label = FORWARD if targets[i] == FORWARD else turn_action(world, pose, radius, rule)
+                if label == targets[i]:
+                    break
+            else:
+                raise RuntimeError(f"class balance: found no {ACTIONS[targets[i]]} pose in "
+                                   f"{BALANCE_WORLDS} scenes of {scenario.name}; lower the balance target")
             camera = sample_camera(scenario, rng)
-            labels[i] = expert_action(world, pose, radius, rule)
+            labels[i] = label
             depth_mm[i] = depth_to_millimetres(backend.render_depth(pose, camera, rng))
             report(1)
     finally:
@@ -122,17 +201,36 @@ def _pool_shard(job: _ShardJob) -> _ShardResult:
     return _render_shard(job, _progress_queue.put)
 
 
-def _run_pool(jobs: list[_ShardJob], workers: int, bar: tqdm) -> list[_ShardResult]:
+def _run_pool(jobs: list[_ShardJob], workers: int, bar: tqdm) -> Iterable[_ShardResult]:
+    """Render ``jobs`` in ``workers`` processes; yield each result as its shard is finished."""
     ctx = multiprocessing.get_context("spawn")
     progress = ctx.Queue()
+
+    def drain() -> None:
+        with contextlib.suppress(queue_module.Empty):
+            while True:
+                bar.update(progress.get_nowait())
+
     with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(progress,)) as pool:
-        pending = pool.map_async(_pool_shard, jobs, chunksize=1)
-        while not pending.ready():
-            with contextlib.suppress(queue_module.Empty):
-                bar.update(progress.get(timeout=0.1))
-        results = pending.get()
-    bar.update(bar.total - bar.n)
-    return results
+        results = pool.imap_unordered(_pool_shard, jobs, chunksize=1)
+        for _ in jobs:
+            while True:
+                try:
+                    result = results.next(timeout=0.1)
+                    break
+                except multiprocessing.TimeoutError:
+                    drain()
+            drain()
+            yield result
+
+
+# --------------------------------------------------------------------------- run folder and progress
+def _run_key(spec: Scenario, num: int, seed: int, shard_size: int, backend: str,
+             forward_fraction: float | None) -> dict:
+    """What must be the same for a resumed run to continue an interrupted one."""
+    return {"scenario_sha256": spec.sha256(), "num": num, "seed": seed, "shard_size": shard_size,
+            "backend": backend, "forward_fraction": forward_fraction, "generator_version": GENERATOR_VERSION,
+            "sim2real_version": __version__}
 
 
 def _prepare_out(out: Path) -> bool:
@@ -142,6 +240,9 @@ def _prepare_out(out: Path) -> bool:
             raise ValueError(f"output {out} exists and is not a folder")
         if (out / MANIFEST).exists():
             raise ValueError(f"output {out} already holds a finished dataset; choose a new folder")
+        if (out / PROGRESS).exists():
+            raise ValueError(f"output {out} holds an interrupted run; continue it with --resume "
+                             f"(resume=True) or choose a new folder")
         if any(out.iterdir()):
             raise ValueError(f"output {out} is not empty; choose a new or empty folder")
         return False
@@ -149,21 +250,59 @@ def _prepare_out(out: Path) -> bool:
     return True
 
 
-def _remove_partial(out: Path, jobs: list[_ShardJob], created: bool) -> None:
-    """Remove the shards, sheet and temp files of an unfinished run (and ``out`` if it made it)."""
-    for job in jobs:
-        job.path.unlink(missing_ok=True)
-    (out / CONTACT_SHEET).unlink(missing_ok=True)
-    for pattern in (".shard-*.tmp", f".{CONTACT_SHEET}.*.tmp", f".{MANIFEST}.*.tmp"):
+def _remove_temp_files(out: Path) -> None:
+    for pattern in (".shard-*.tmp", f".{CONTACT_SHEET}.*.tmp", f".{MANIFEST}.*.tmp", f".{PROGRESS}.*.tmp"):
         for tmp in out.glob(pattern):
             tmp.unlink(missing_ok=True)
-    if created:
-        with contextlib.suppress(OSError):
-            out.rmdir()
+
+
+def _resume_state(out: Path, key: dict, jobs: list[_ShardJob]) -> dict[int, dict]:
+    """Finished shards of an interrupted run in ``out`` whose sha256 verifies, by index."""
+    progress = read_json(out / PROGRESS, what="datagen progress file")
+    recorded = progress.get("run", {})
+    for name, value in key.items():
+        if recorded.get(name) != value:
+            raise ValueError(f"cannot resume {out}: its run has {name}={recorded.get(name)!r}, this one "
+                             f"{value!r}; use the same arguments or a new folder")
+    done = {}
+    by_index = {job.index: job for job in jobs}
+    for index_text, shard in progress.get("shards", {}).items():
+        job = by_index.get(int(index_text))
+        if job is None or shard.get("file") != job.path.name or shard.get("count") != job.count:
+            continue
+        if job.path.exists() and sha256_file(job.path) == shard.get("sha256"):
+            done[job.index] = shard
+    return done
+
+
+def _write_progress(out: Path, key: dict, done: dict[int, dict]) -> None:
+    write_json_atomic(out / PROGRESS, {"run": key, "shards": {str(i): done[i] for i in sorted(done)}})
+
+
+def _clean_unfinished(out: Path, jobs: list[_ShardJob], done: dict[int, dict], created: bool) -> None:
+    """After a failure: keep finished shards and the progress file, remove everything else we wrote."""
+    _remove_temp_files(out)
+    for job in jobs:
+        if job.index not in done:
+            job.path.unlink(missing_ok=True)
+    (out / CONTACT_SHEET).unlink(missing_ok=True)
+    if not done:
+        (out / PROGRESS).unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()
 
 
 def _preview_indices(num: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, num - 1, min(num, SHEET_ROWS * SHEET_COLS)).round()})
+
+
+def _load_previews(job: _ShardJob) -> tuple[tuple[np.ndarray, int], ...]:
+    if not job.previews:
+        return ()
+    with np.load(job.path, allow_pickle=False) as data:
+        depth, label = data["depth_mm"], data["label"]
+        return tuple((depth[i].copy(), int(label[i])) for i in job.previews)
 
 
 def write_contact_sheet(path: Path, previews: list[tuple[int, np.ndarray, int]], scenario: Scenario) -> None:
@@ -186,44 +325,91 @@ def write_contact_sheet(path: Path, previews: list[tuple[int, np.ndarray, int]],
         fig.colorbar(image, ax=axes.tolist(), shrink=0.6, label="z-depth (m); magenta = invalid")
     fig.suptitle(f"{scenario.name}: sample depth images and expert labels")
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
+        fig.savefig(tmp, format="png", dpi=80, metadata={"Software": None})
+
+
+def _package_version(backend: str) -> str:
+    distribution = {"isaac": "isaacsim"}.get(backend, backend)
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _check_count(name: str, value: object, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise ValueError(f"{name} must be a whole number of at least {least}, got {value!r}")
+    return int(value)
 
 
 def generate(scenario: str | Path, num: int, out: str | Path, seed: int = 0, workers: int = 1,
-             backend: str = "mujoco", shard_size: int = 500, progress: bool = True) -> dict:
+             backend: str = "mujoco", shard_size: int = 500, progress: bool = True,
+             balance: float | None | str = "scenario", resume: bool = False) -> dict:
     """Render ``num`` labelled depth images of ``scenario`` into the dataset folder ``out``.
 
-    Returns the manifest written to ``out/manifest.json``. ``out`` must be new or empty.
-    ``workers > 1`` starts "spawn" processes, so a calling script needs the
-    ``if __name__ == "__main__":`` guard.
+    Returns the manifest written to ``out/manifest.json``. ``out`` must be new or empty, unless
+    ``resume`` continues an interrupted run there (same arguments) or finds it already finished.
+    ``balance`` is the target FORWARD fraction: ``"scenario"`` takes ``datagen.forward_fraction``
+    from the scenario, ``None`` keeps the natural mix. ``workers > 1`` starts "spawn" processes,
+    so a calling script needs the ``if __name__ == "__main__":`` guard.
     """
     spec = load_scenario(scenario)
-    for name, value, least in (("num", num, 1), ("workers", workers, 1), ("shard_size", shard_size, 1),
-                               ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-            raise ValueError(f"{name} must be a whole number of at least {least}, got {value!r}")
-    num, workers, shard_size, seed = int(num), int(workers), int(shard_size), int(seed)
+    num = _check_count("num", num, 1)
+    workers = _check_count("workers", workers, 1)
+    shard_size = _check_count("shard_size", shard_size, 1)
+    seed = _check_count("seed", seed, 0)
+    if isinstance(balance, str):
+        if balance != "scenario":
+            raise ValueError(f"balance must be a forward fraction in [0, 1], None or 'scenario', not {balance!r}")
+        balance = spec.datagen.forward_fraction
+    if balance is not None:
+        if isinstance(balance, bool) or not isinstance(balance, numbers.Real) or not 0.0 <= balance <= 1.0:
+            raise ValueError(f"balance (forward fraction) must be between 0 and 1, got {balance!r}")
+        balance = float(balance)
     registry.create(backend, spec).close()
     out = Path(out)
-    created = _prepare_out(out)
+    key = _run_key(spec, num, seed, shard_size, backend, balance)
 
     preview_at = _preview_indices(num)
     jobs = []
     for index, start in enumerate(range(0, num, shard_size)):
         count = min(shard_size, num - start)
         previews = tuple(i - start for i in preview_at if start <= i < start + count)
-        jobs.append(_ShardJob(spec, backend, seed, index, start, count, out / shard_name(index), previews))
+        jobs.append(_ShardJob(spec, backend, seed, index, start, count, out / shard_name(index), previews, balance))
 
+    done: dict[int, dict] = {}
+    created = False
+    if resume and (out / MANIFEST).exists():
+        manifest = read_json(out / MANIFEST, what="dataset manifest")
+        if manifest.get("run") != key:
+            raise ValueError(f"output {out} already holds a finished dataset made with other arguments; "
+                             f"choose a new folder")
+        return manifest
+    if resume and (out / PROGRESS).exists():
+        _remove_temp_files(out)
+        done = _resume_state(out, key, jobs)
+    else:
+        created = _prepare_out(out)
+
+    results: dict[int, _ShardResult] = {}
     try:
-        with tqdm(total=num, unit="img", desc="datagen", file=sys.stderr, disable=not progress) as bar:
-            if workers == 1:
-                results = [_render_shard(job, bar.update) for job in jobs]
-            else:
-                results = _run_pool(jobs, workers, bar)
-        previews = [(job.start + i, depth, label)
-                    for job, result in zip(jobs, results) for i, (depth, label) in zip(job.previews, result.previews)]
+        todo = [job for job in jobs if job.index not in done]
+        initial = sum(job.count for job in jobs if job.index in done)
+        with tqdm(total=num, initial=initial, unit="img", desc="datagen", file=sys.stderr,
+                  disable=not progress) as bar:
+            stream = (_render_shard(job, bar.update) for job in todo) if workers == 1 or len(todo) <= 1 \
+                else _run_pool(todo, workers, bar)
+            for result in stream:
+                results[result.index] = result
+                done[result.index] = {"file": shard_name(result.index), "count": result.count,
+                                      "sha256": result.sha256, "per_class": list(result.per_class)}
+                _write_progress(out, key, done)
+        previews = []
+        for job in jobs:
+            shard_previews = results[job.index].previews if job.index in results else _load_previews(job)
+            previews += [(job.start + i, depth, label) for i, (depth, label) in zip(job.previews, shard_previews)]
         write_contact_sheet(out / CONTACT_SHEET, previews, spec)
-        per_class = np.sum([r.per_class for r in results], axis=0)
+        per_class = np.sum([done[job.index]["per_class"] for job in jobs], axis=0)
         cam = spec.camera
         manifest = new_manifest(
             "dataset",
@@ -231,18 +417,25 @@ def generate(scenario: str | Path, num: int, out: str | Path, seed: int = 0, wor
             format_version=FORMAT_VERSION,
             count=num,
             per_class={name: int(n) for name, n in zip(ACTIONS, per_class)},
-            shards=[{"file": job.path.name, "count": r.count, "sha256": r.sha256} for job, r in zip(jobs, results)],
+            class_balance={"forward_fraction_target": balance,
+                           "fractions": {name: round(int(n) / num, 4) for name, n in zip(ACTIONS, per_class)}},
+            shards=[{"file": job.path.name, "count": job.count, "sha256": done[job.index]["sha256"],
+                     "per_class": {name: int(n) for name, n in zip(ACTIONS, done[job.index]["per_class"])}}
+                    for job in jobs],
             scenario=spec.to_dict(),
             scenario_name=spec.name,
             scenario_sha256=spec.sha256(),
             seed=seed,
+            run=key,
             camera={"width": cam.width, "height": cam.height,
                     "min_range_m": cam.min_range_m, "max_range_m": cam.max_range_m},
-            generator={"backend": backend, f"{backend}_version": importlib.metadata.version(backend),
-                       "sim2real_version": __version__},
+            generator={"backend": backend, f"{backend}_version": _package_version(backend),
+                       "sim2real_version": __version__, "generator_version": GENERATOR_VERSION,
+                       "images_per_world": spec.datagen.images_per_world, "shard_size": shard_size},
         )
         write_json_atomic(out / MANIFEST, manifest)
+        (out / PROGRESS).unlink(missing_ok=True)
     except BaseException:
-        _remove_partial(out, jobs, created)
+        _clean_unfinished(out, jobs, done, created)
         raise
     return manifest

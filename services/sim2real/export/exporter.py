@@ -5,8 +5,11 @@
     model.onnx             FP32, opset 17, input "depth" (N, 1, S, S), output "logits" (N, 3)
     model.int8.onnx        INT8 QDQ for ONNX Runtime on a CPU: QUInt8 activations, per-channel
                            QInt8 weights (the fast form for ORT's x86/ARM kernels)
-    model.int8-trt.onnx    INT8 QDQ in TensorRT's form: symmetric QInt8 activations and weights,
-                           same calibration (its ORT-CPU agreement is recorded; ORT runs it slowly)
+    model.int8-trt.onnx    INT8 QDQ in TensorRT's explicit-quantization form: symmetric QInt8
+                           activations and weights, every zero-point 0, FP32 weights and biases behind
+                           Q/DQ pairs, same calibration. The one file TensorRT 10 and 11 build from
+                           (``--tensorrt int8``) and ONNX Runtime runs (slowly on a CPU); its ORT
+                           agreement with FP32 is recorded and gated like the other's.
 
 each with ``<file>.manifest.json`` carrying the checkpoint's preprocessing and actions, so the
 runtime needs nothing else. Held-out images (the checkpoint's own validation split when the
@@ -14,6 +17,14 @@ dataset is the one it was trained on) check FP32 parity with PyTorch and INT8 ag
 calibration (activation ranges at the 99.99th percentile, which agrees with FP32 more often
 than min/max) uses a disjoint seeded subset of training images. A file is renamed into place only
 after its check passes, so a failed check leaves no file behind.
+
+Gates: FP32 must agree with PyTorch on ≥ 99 % of held-out top-1 decisions with max |diff| ≤ 1e-3;
+each INT8 model must agree with FP32 on ≥ ``min_int8_agreement`` (default 0.95, see
+docs/training-and-export.md) or the export fails and removes every INT8 file.
+
+Lineage: each manifest's ``inputs`` holds the sha256 of what it was made from (INT8: the FP32
+ONNX as well as the checkpoint and dataset) and ``lineage`` the whole chain, oldest first:
+dataset → checkpoint → model.onnx → INT8 model (→ TensorRT engine, written by ``tensorrt_build``).
 """
 
 from __future__ import annotations
@@ -33,7 +44,7 @@ import torch
 from tqdm import tqdm
 
 from sim2real.contracts.dataset import Dataset
-from sim2real.contracts.manifest import atomic_path, manifest_path, new_manifest, write_manifest
+from sim2real.contracts.manifest import atomic_path, manifest_path, new_manifest, read_manifest, write_manifest
 from sim2real.contracts.preprocessing import PreprocessSpec
 from sim2real.train.trainer import load_checkpoint, preprocess_millimetres, split_indices
 
@@ -48,6 +59,9 @@ CALIBRATION_IMAGES = 256
 CALIBRATION_PERCENTILE = 99.99
 MIN_PARITY_AGREEMENT = 0.99
 MAX_PARITY_DIFF = 1e-3
+# INT8 must pick the same action as FP32 on at least this share of held-out images (see
+# docs/training-and-export.md for why 0.95).
+DEFAULT_MIN_INT8_AGREEMENT = 0.95
 _BATCH = 64
 
 
@@ -136,11 +150,20 @@ class _CalibrationReader:
 
 
 def _quantize(source: Path, target: Path, calibration: np.ndarray, cache: Path, trt: bool) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     options = {"CalibPercentile": CALIBRATION_PERCENTILE}
     if trt:
-        options.update(ActivationSymmetric=True, WeightSymmetric=True)
+        # TensorRT's explicit-quantization form (what NVIDIA's own toolkits emit): symmetric INT8,
+        # zero-point 0, FP32 weights behind a Q/DQ pair, FP32 biases (TensorRT rejects an INT32
+        # DequantizeLinear), one Q/DQ pair per consumer.
+        options.update(ActivationSymmetric=True, WeightSymmetric=True, AddQDQPairToWeight=True,
+                       QuantizeBias=False, DedicatedQDQPair=True)
     with contextlib.redirect_stdout(io.StringIO()):
         quantize_static(source, target, _CalibrationReader(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QInt8 if trt else QuantType.QUInt8,
@@ -182,6 +205,11 @@ def _export_fp32(model: torch.nn.Module, target: Path, held_x: np.ndarray, held_
     return logits
 
 
+def _link(kind: str, path: Path, sha256: str, **extra) -> dict:
+    """One step of a lineage chain."""
+    return {"kind": kind, "file": path.name, "sha256": sha256, **extra}
+
+
 def _export_int8(prepared: Path, target: Path, trt: bool, fp32: np.ndarray, held_x: np.ndarray,
                  held_y: np.ndarray, calib_x: np.ndarray, cache: Path, min_agreement: float, common: dict) -> None:
     """Write one INT8 QDQ model once its top-1 agreement with FP32 reaches ``min_agreement``."""
@@ -198,15 +226,21 @@ def _export_int8(prepared: Path, target: Path, trt: bool, fp32: np.ndarray, held
             raise ValueError(f"{target.name}: INT8 top-1 agreement with FP32 is "
                              f"{agreement['top1_agreement']:.4f} on {agreement['images']} held-out "
                              f"images, below the required {min_agreement}; no INT8 model written")
+    agreement["required"] = min_agreement
     quantization = {"format": "QDQ", "weights": "QInt8 per-channel symmetric",
                     "calibration": f"percentile {CALIBRATION_PERCENTILE}",
-                    "activations": "QInt8 symmetric (TensorRT)" if trt else "QUInt8 asymmetric (ORT CPU)"}
+                    "calibration_images": int(len(calib_x)),
+                    "activations": "QInt8 symmetric (TensorRT)" if trt else "QUInt8 asymmetric (ORT CPU)",
+                    "zero_point": "0 everywhere" if trt else "asymmetric activations",
+                    "target": "tensorrt" if trt else "onnxruntime-cpu"}
+    if trt:
+        quantization["weights_storage"] = "FP32 weights and biases behind Q/DQ pairs"
     write_manifest(target, new_manifest("onnx-model", precision="int8", quantization=quantization,
                                         int8_agreement=agreement, **common))
 
 
 def export(checkpoint: Path, out: Path, data: Path | None = None, int8: bool = True,
-           min_int8_agreement: float = 0.95, progress: bool = True) -> dict[str, Path]:
+           min_int8_agreement: float = DEFAULT_MIN_INT8_AGREEMENT, progress: bool = True) -> dict[str, Path]:
     """Export ``checkpoint`` into ``out``.
 
     Returns {"onnx": out/model.onnx} plus, with ``int8``, {"int8": out/model.int8.onnx,
@@ -216,12 +250,17 @@ def export(checkpoint: Path, out: Path, data: Path | None = None, int8: bool = T
     if not np.isfinite(min_int8_agreement) or min_int8_agreement < 0:
         raise ValueError(f"min_int8_agreement must be a number ≥ 0, got {min_int8_agreement!r}")
     model, ck = load_checkpoint(checkpoint)
+    if ck.get("kind") != "checkpoint":
+        raise ValueError(f"{checkpoint} is a {ck.get('kind', 'file of unknown kind')}, not a finished checkpoint: "
+                         f"export the checkpoint.pt that training writes when it completes")
     spec = PreprocessSpec.from_dict(ck["preprocessing"])
     with tqdm(total=4 if int8 else 2, desc="export", unit="step", file=sys.stderr, disable=not progress) as bar:
         bar.set_postfix_str("held-out and calibration images")
         held_x, held_y, calib_x, provenance = _samples(ck, None if data is None else Path(data), spec)
+        lineage = list(ck.get("lineage") or [{"kind": "dataset", "sha256": ck["inputs"].get("dataset")}])
+        lineage.append(_link("checkpoint", checkpoint, ck["sha256"]))
         common = {"inputs": {"checkpoint": ck["sha256"], "dataset": ck["inputs"].get("dataset"),
-                             "scenario": ck["inputs"].get("scenario")},
+                             "scenario": ck["inputs"].get("scenario")}, "lineage": lineage,
                   "preprocessing": ck["preprocessing"], "actions": ck["actions"], "arch": ck.get("arch"),
                   "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "opset": OPSET, "checks": provenance}
         bar.update()
@@ -233,6 +272,9 @@ def export(checkpoint: Path, out: Path, data: Path | None = None, int8: bool = T
             return paths
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
+        fp32_sha = read_manifest(paths["onnx"])["sha256"]
+        common = {**common, "inputs": {**common["inputs"], "onnx": fp32_sha},
+                  "lineage": lineage + [_link("onnx-model", paths["onnx"], fp32_sha, precision="fp32")]}
         with tempfile.TemporaryDirectory(prefix="sim2real-int8-") as work:
             cache, prepared = Path(work) / "calibration.json", Path(work) / "prepared.onnx"
             quant_pre_process(paths["onnx"], prepared)

@@ -12,7 +12,6 @@ within range.
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,11 +20,11 @@ import numpy as np
 import pybullet as p
 
 from sim2real.contracts.actions import Twist
-from sim2real.contracts.camera import camera_rotation, vfov_deg
+from sim2real.contracts.camera import vfov_deg
 from sim2real.contracts.scenario import Robot, Scenario
 from sim2real.sim.base import SimBackend, StepResult
 from sim2real.sim.sensors import apply_sensor_model
-from sim2real.sim.world import CameraSample, Obstacle, Pose2D, World
+from sim2real.sim.world import CameraSample, Obstacle, Pose2D, World, camera_extrinsics
 
 PHYSICS_HZ = 240.0
 NEAR_M = 0.05
@@ -244,12 +243,10 @@ class PybulletBackend(SimBackend):
         """Noise-free z-depth in metres (NaN where nothing was hit), before the sensor model."""
         cam = self.scenario.camera
         far = cam.max_range_m * 1.5
-        rot = camera_rotation(pose.yaw, math.radians(camera.pitch_deg))
+        # At the front edge, like the MuJoCo ray caster: the body lies behind the near plane, never in
+        # view. camera_extrinsics also applies any mounting jitter (roll, yaw offset, lateral offset).
+        eye, rot = camera_extrinsics(pose, camera, self.scenario.robot.radius_m)
         forward, up = rot[:, 0], rot[:, 2]
-        # At the front edge, like the MuJoCo ray caster: the body lies behind the near plane, never in view.
-        offset = self.scenario.robot.radius_m
-        eye = np.array([pose.x + offset * math.cos(pose.yaw), pose.y + offset * math.sin(pose.yaw),
-                        camera.mount_height_m])
         view = p.computeViewMatrix(eye.tolist(), (eye + forward).tolist(), up.tolist(), physicsClientId=self.client)
         proj = self._projection(cam.width, cam.height, camera.hfov_deg, far)
         _, _, _, zbuf, _ = p.getCameraImage(cam.width, cam.height, view, proj, renderer=p.ER_TINY_RENDERER,

@@ -10,6 +10,8 @@ from sim2real.sim.base import SimBackend
 _BACKENDS = {
     "mujoco": ("sim2real.sim.mujoco_backend", "MujocoBackend"),
     "pybullet": ("sim2real.sim.pybullet_backend", "PybulletBackend"),
+    "isaac": ("sim2real.sim.isaac.backend", "IsaacBackend"),
+    "gazebo": ("sim2real.sim.gazebo.backend", "GazeboBackend"),
 }
 
 

@@ -11,12 +11,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sim2real.contracts.camera import camera_rotation
 from sim2real.contracts.scenario import Scenario
+
+PRIMITIVES = ("box", "cylinder")
 
 
 @dataclass(frozen=True)
 class Obstacle:
-    """An upright primitive on the floor. ``size`` is the radius (cylinder) or half-extents x, y (box)."""
+    """An upright primitive on the floor. ``size`` is the radius (cylinder) or half-extents x, y (box).
+
+    ``shape`` is always a primitive every backend builds (``box`` or ``cylinder``); ``kind`` records
+    what the scenario asked for: ``box``, ``cylinder``, ``pole`` (a thin cylinder), ``wall`` (a
+    free-standing wall segment, a long thin box) or ``partition`` (an interior wall of the arena
+    layout, a box). Empty means the same as ``shape``.
+    """
 
     shape: str
     x: float
@@ -24,6 +33,7 @@ class Obstacle:
     yaw: float
     size: tuple[float, float]
     height: float
+    kind: str = ""
 
     def footprint_radius(self) -> float:
         return self.size[0] if self.shape == "cylinder" else math.hypot(*self.size)
@@ -38,13 +48,37 @@ class Pose2D:
 
 @dataclass(frozen=True)
 class CameraSample:
-    """Per-image camera parameters after randomization."""
+    """Per-image camera parameters after randomization (mounting, intrinsics, sensor model).
+
+    ``roll_deg``, ``yaw_offset_deg`` and ``lateral_m`` are mounting jitter: roll about the optical
+    axis, heading offset from the robot's, sideways offset (+ = left). ``min_range_m`` /
+    ``max_range_m`` of None mean the scenario camera's.
+    """
 
     mount_height_m: float
     pitch_deg: float
     hfov_deg: float
     stereo_sigma_per_m2: float
     dropout: float
+    roll_deg: float = 0.0
+    yaw_offset_deg: float = 0.0
+    lateral_m: float = 0.0
+    edge_hole_prob: float = 0.0
+    edge_jump_m: float = 0.1
+    shadow_baseline_m: float = 0.0
+    quantization_m: float = 0.0
+    quantization_mode: str = "disparity"
+    min_range_m: float | None = None
+    max_range_m: float | None = None
+
+
+@dataclass(frozen=True)
+class StartRegion:
+    """Where start poses may lie: x and y ranges (metres) and a heading range (radians)."""
+
+    x: tuple[float, float]
+    y: tuple[float, float]
+    yaw: tuple[float, float] = (-math.pi, math.pi)
 
 
 @dataclass
@@ -53,6 +87,7 @@ class World:
     wall_height: float
     wall_thickness: float
     obstacles: list[Obstacle] = field(default_factory=list)
+    start_region: StartRegion | None = None
 
     def walls(self) -> list[Obstacle]:
         """The four arena walls as boxes whose inner faces bound the arena."""
@@ -84,45 +119,123 @@ def _distance_to(o: Obstacle, x: float, y: float) -> float:
     return outside + min(max(lx, ly), 0.0)
 
 
+def _yaw(rng: np.random.Generator, yaw_deg: tuple[float, float]) -> float:
+    if tuple(yaw_deg) == (-180.0, 180.0):
+        return float(rng.uniform(-math.pi, math.pi))
+    return float(rng.uniform(math.radians(yaw_deg[0]), math.radians(yaw_deg[1])))
+
+
+def _partitions(scenario: Scenario, size: tuple[float, float], rng: np.random.Generator) -> list[Obstacle]:
+    """Interior walls: each stands out perpendicular from a random outer wall (see ``Partitions``)."""
+    part = scenario.arena.partitions
+    if part.count[1] <= 0:
+        return []
+    half_x, half_y = size[0] / 2, size[1] / 2
+    t = part.thickness_m / 2
+    out = []
+    for _ in range(int(rng.integers(part.count[0], part.count[1] + 1))):
+        side = int(rng.integers(4))                 # 0: +x wall, 1: -x wall, 2: +y wall, 3: -y wall
+        along = float(rng.uniform(*part.position_frac))
+        frac = float(rng.uniform(*part.length_frac))
+        if side < 2:                                # runs along x, out of the x = ±half_x wall
+            length = frac * size[0]
+            y = -half_y + t + along * (size[1] - 2 * t)
+            x = (half_x - length / 2) * (1 if side == 0 else -1)
+            out.append(Obstacle("box", x, y, 0.0, (length / 2, t), scenario.arena.wall_height_m, "partition"))
+        else:                                       # runs along y, out of the y = ±half_y wall
+            length = frac * size[1]
+            x = -half_x + t + along * (size[0] - 2 * t)
+            y = (half_y - length / 2) * (1 if side == 2 else -1)
+            out.append(Obstacle("box", x, y, 0.0, (t, length / 2), scenario.arena.wall_height_m, "partition"))
+    return out
+
+
+def _draw_obstacle(scenario: Scenario, half_x: float, half_y: float, rng: np.random.Generator) -> Obstacle:
+    ob = scenario.obstacles
+    if ob.shape_weights is None:
+        kind = ob.shapes[int(rng.integers(len(ob.shapes)))]
+    else:
+        weights = np.asarray(ob.shape_weights, dtype=float)
+        kind = ob.shapes[int(rng.choice(len(ob.shapes), p=weights / weights.sum()))]
+    if kind == "cylinder":
+        r = float(rng.uniform(*ob.size_m))
+        shape, size = "cylinder", (r, r)
+    elif kind == "pole":
+        r = float(rng.uniform(*ob.pole_radius_m))
+        shape, size = "cylinder", (r, r)
+    elif kind == "wall":
+        shape, size = "box", (float(rng.uniform(*ob.wall_length_m)) / 2, float(rng.uniform(*ob.wall_thickness_m)) / 2)
+    else:
+        shape, size = "box", (float(rng.uniform(*ob.size_m)), float(rng.uniform(*ob.size_m)))
+    return Obstacle(
+        shape,
+        float(rng.uniform(-half_x, half_x)),
+        float(rng.uniform(-half_y, half_y)),
+        _yaw(rng, ob.yaw_deg),
+        size,
+        float(rng.uniform(*ob.height_m)),
+        "" if kind == shape else kind,
+    )
+
+
 def sample_world(scenario: Scenario, rng: np.random.Generator) -> World:
-    """Place obstacles uniformly in the arena, keeping ``min_gap_m`` between them."""
+    """A scene: arena size, interior walls, then obstacles placed uniformly with a gap between them.
+
+    Obstacles keep ``min_gap_m`` (drawn per scene when it is a range) between their footprint
+    circles, and from the surface of every interior wall.
+    """
     a, ob = scenario.arena, scenario.obstacles
-    world = World(tuple(a.size_m), a.wall_height_m, a.wall_thickness_m)
+    if a.size_range_m is not None:
+        size = (float(rng.uniform(*a.size_range_m[0])), float(rng.uniform(*a.size_range_m[1])))
+    else:
+        size = (float(a.size_m[0]), float(a.size_m[1]))
+    world = World(size, a.wall_height_m, a.wall_thickness_m, start_region=_start_region(scenario, size))
+    partitions = _partitions(scenario, size, rng)
+    world.obstacles.extend(partitions)
+    gap = float(rng.uniform(*ob.min_gap_m)) if isinstance(ob.min_gap_m, tuple) else float(ob.min_gap_m)
     target = int(rng.integers(ob.count[0], ob.count[1] + 1))
-    half_x, half_y = a.size_m[0] / 2, a.size_m[1] / 2
+    half_x, half_y = size[0] / 2, size[1] / 2
+    placed: list[Obstacle] = []
     for _ in range(target * 50):
-        if len(world.obstacles) >= target:
+        if len(placed) >= target:
             break
-        shape = ob.shapes[int(rng.integers(len(ob.shapes)))]
-        if shape == "cylinder":
-            r = float(rng.uniform(*ob.size_m))
-            size = (r, r)
-        else:
-            size = (float(rng.uniform(*ob.size_m)), float(rng.uniform(*ob.size_m)))
-        candidate = Obstacle(
-            shape,
-            float(rng.uniform(-half_x, half_x)),
-            float(rng.uniform(-half_y, half_y)),
-            float(rng.uniform(-math.pi, math.pi)),
-            size,
-            float(rng.uniform(*ob.height_m)),
-        )
+        candidate = _draw_obstacle(scenario, half_x, half_y, rng)
         reach = candidate.footprint_radius()
         if min(half_x - abs(candidate.x), half_y - abs(candidate.y)) < reach:
             continue
-        if all(math.hypot(candidate.x - o.x, candidate.y - o.y) - o.footprint_radius() - reach >= ob.min_gap_m
-               for o in world.obstacles):
-            world.obstacles.append(candidate)
+        if all(math.hypot(candidate.x - o.x, candidate.y - o.y) - o.footprint_radius() - reach >= gap
+               for o in placed) and all(_distance_to(w, candidate.x, candidate.y) - reach >= gap
+                                        for w in partitions):
+            placed.append(candidate)
+    world.obstacles.extend(placed)
     return world
 
 
+def _start_region(scenario: Scenario, size: tuple[float, float]) -> StartRegion | None:
+    sp = scenario.start_pose
+    if sp.x_m is None and sp.y_m is None and tuple(sp.yaw_deg) == (-180.0, 180.0):
+        return None
+
+    def clip(rng_range, half):
+        if rng_range is None:
+            return (-half, half)
+        lo, hi = max(rng_range[0], -half), min(rng_range[1], half)
+        if lo > hi:
+            raise ValueError(f"start_pose: range {list(rng_range)} lies outside the {2 * half:.2f} m arena")
+        return (lo, hi)
+
+    return StartRegion(clip(sp.x_m, size[0] / 2), clip(sp.y_m, size[1] / 2),
+                       (math.radians(sp.yaw_deg[0]), math.radians(sp.yaw_deg[1])))
+
+
 def sample_free_pose(world: World, clearance: float, rng: np.random.Generator, tries: int = 1000) -> Pose2D:
-    """A pose whose position is at least ``clearance`` from every surface; heading uniform."""
+    """A pose at least ``clearance`` from every surface, inside the world's start region (if any)."""
     half_x, half_y = world.arena_size[0] / 2, world.arena_size[1] / 2
+    region = world.start_region or StartRegion((-half_x, half_x), (-half_y, half_y))
     for _ in range(tries):
-        x, y = float(rng.uniform(-half_x, half_x)), float(rng.uniform(-half_y, half_y))
+        x, y = float(rng.uniform(*region.x)), float(rng.uniform(*region.y))
         if world.clearance(x, y) >= clearance:
-            return Pose2D(x, y, float(rng.uniform(-math.pi, math.pi)))
+            return Pose2D(x, y, float(rng.uniform(*region.yaw)))
     raise RuntimeError(f"no free pose with {clearance:.2f} m clearance after {tries} tries: arena too crowded")
 
 
@@ -131,18 +244,54 @@ def sample_camera(scenario: Scenario, rng: np.random.Generator) -> CameraSample:
     cam, rnd, noise = scenario.camera, scenario.randomization, scenario.noise
 
     def pick(rng_range, fixed):
-        return float(rng.uniform(*rng_range)) if rng_range is not None else float(fixed)
+        return float(rng.uniform(*rng_range)) if rng_range is not None else fixed
 
+    hfov = pick(rnd.camera_hfov_deg, cam.hfov_deg)
+    if rnd.camera_hfov_deg is not None and rnd.hfov_step_deg > 0:
+        hfov = round(hfov / rnd.hfov_step_deg) * rnd.hfov_step_deg
     return CameraSample(
-        mount_height_m=pick(rnd.camera_height_m, cam.mount_height_m),
-        pitch_deg=pick(rnd.camera_pitch_deg, cam.pitch_deg),
-        hfov_deg=pick(rnd.camera_hfov_deg, cam.hfov_deg),
-        stereo_sigma_per_m2=pick(rnd.stereo_sigma_per_m2, noise.stereo_sigma_per_m2),
-        dropout=pick(rnd.dropout, noise.dropout),
+        mount_height_m=float(pick(rnd.camera_height_m, cam.mount_height_m)),
+        pitch_deg=float(pick(rnd.camera_pitch_deg, cam.pitch_deg)),
+        hfov_deg=float(hfov),
+        stereo_sigma_per_m2=float(pick(rnd.stereo_sigma_per_m2, noise.stereo_sigma_per_m2)),
+        dropout=float(pick(rnd.dropout, noise.dropout)),
+        roll_deg=float(pick(rnd.camera_roll_deg, 0.0)),
+        yaw_offset_deg=float(pick(rnd.camera_yaw_deg, 0.0)),
+        lateral_m=float(pick(rnd.camera_lateral_m, 0.0)),
+        edge_hole_prob=float(pick(rnd.edge_hole_prob, noise.edge_hole_prob)),
+        edge_jump_m=float(noise.edge_jump_m),
+        shadow_baseline_m=float(pick(rnd.shadow_baseline_m, noise.shadow_baseline_m)),
+        quantization_m=float(pick(rnd.quantization_m, noise.quantization_m)),
+        quantization_mode=noise.quantization_mode,
+        min_range_m=float(pick(rnd.min_range_m, cam.min_range_m)),
+        max_range_m=float(pick(rnd.max_range_m, cam.max_range_m)),
     )
 
 
 def nominal_camera(scenario: Scenario) -> CameraSample:
-    """The camera without randomization: what evaluation uses."""
+    """The camera without randomization (no mounting jitter, the noise section's values): what evaluation uses."""
     cam, noise = scenario.camera, scenario.noise
-    return CameraSample(cam.mount_height_m, cam.pitch_deg, cam.hfov_deg, noise.stereo_sigma_per_m2, noise.dropout)
+    return CameraSample(cam.mount_height_m, cam.pitch_deg, cam.hfov_deg, noise.stereo_sigma_per_m2, noise.dropout,
+                        edge_hole_prob=noise.edge_hole_prob, edge_jump_m=noise.edge_jump_m,
+                        shadow_baseline_m=noise.shadow_baseline_m, quantization_m=noise.quantization_m,
+                        quantization_mode=noise.quantization_mode, min_range_m=cam.min_range_m,
+                        max_range_m=cam.max_range_m)
+
+
+def camera_extrinsics(pose: Pose2D, camera: CameraSample, forward_offset_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Where the camera is and how it is turned: ``(origin (3,), world-from-camera rotation (3, 3))``.
+
+    The camera sits ``forward_offset_m`` ahead of the robot's centre (its front edge), ``lateral_m``
+    to its left, ``mount_height_m`` up; it looks along the robot's heading plus ``yaw_offset_deg``,
+    pitched down ``pitch_deg`` and rolled ``roll_deg`` about its optical axis. Every backend places
+    its camera with this, so mounting jitter means the same thing in each.
+    """
+    c, s = math.cos(pose.yaw), math.sin(pose.yaw)
+    origin = np.array([pose.x + forward_offset_m * c - camera.lateral_m * s,
+                       pose.y + forward_offset_m * s + camera.lateral_m * c,
+                       camera.mount_height_m])
+    rotation = camera_rotation(pose.yaw + math.radians(camera.yaw_offset_deg), math.radians(camera.pitch_deg))
+    if camera.roll_deg:
+        cr, sr = math.cos(math.radians(camera.roll_deg)), math.sin(math.radians(camera.roll_deg))
+        rotation = rotation @ np.array([[1.0, 0.0, 0.0], [0.0, cr, -sr], [0.0, sr, cr]])
+    return origin, rotation
