@@ -11,7 +11,6 @@ import pytest
 
 pytest.importorskip("redis")
 pytest.importorskip("pybullet")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from helpers_redis import running_redis  # noqa: E402
 from redis.exceptions import ResponseError  # noqa: E402

@@ -15,6 +15,7 @@ from sim2real.bench.stats import time_calls
 from sim2real.contracts.manifest import write_json_atomic
 
 BENCH_SIZE = 224
+PIPELINE_SIZE = 96
 
 
 def _say(message: str) -> None:
@@ -32,7 +33,7 @@ def bench_datagen(work: Path, num: int, workers: int) -> dict:
 
 
 def bench_train_throughput(input_sizes: tuple[int, ...], batch: int = 32, steps: int = 6) -> dict:
-    """Optimizer steps per second of the project's ResNet18 (forward, backward, update)."""
+    """Images per second of the project's ResNet18 through forward, backward and update."""
     import torch
 
     from sim2real.train.model import build_model
@@ -54,69 +55,80 @@ def bench_train_throughput(input_sizes: tuple[int, ...], batch: int = 32, steps:
     return out
 
 
-def bench_inference(work: Path, repeats: int) -> tuple[dict, Path]:
-    """PyTorch eager, ONNX Runtime FP32 and INT8 at 224×224, batch 1, on a briefly trained model."""
+def _train_and_export(work: Path, input_size: int) -> tuple[Path, dict[str, Path]]:
+    """A briefly trained model at ``input_size`` and its exports: what the latency figures run on."""
+    from sim2real.export.exporter import export
+    from sim2real.train.trainer import TrainConfig, train
+
+    checkpoint = train(work / "data", work / f"train{input_size}",
+                       TrainConfig(epochs=1, input_size=input_size, batch_size=32), progress=False)
+    models = export(checkpoint, work / f"model{input_size}", data=work / "data", min_int8_agreement=0.0,
+                    progress=False)
+    return checkpoint, models
+
+
+def bench_inference(checkpoint: Path, models: dict[str, Path], size: int, repeats: int) -> dict:
+    """PyTorch eager FP32, ONNX Runtime FP32 and both INT8 forms at ``size``, batch 1."""
     import torch
 
-    from sim2real.export.exporter import export
     from sim2real.runtime import engines
-    from sim2real.train.trainer import TrainConfig, load_checkpoint, train
+    from sim2real.train.trainer import load_checkpoint
 
-    checkpoint = train(work / "data", work / "train", TrainConfig(epochs=1, input_size=BENCH_SIZE, batch_size=32),
-                       progress=False)
-    models = export(checkpoint, work / "model", data=work / "data", min_int8_agreement=0.0, progress=False)
+    x = np.random.default_rng(0).random((1, 1, size, size), dtype=np.float32)
     model, _ = load_checkpoint(checkpoint)
-    model.eval()
-    x = np.random.default_rng(0).random((1, 1, BENCH_SIZE, BENCH_SIZE), dtype=np.float32)
     xt = torch.from_numpy(x)
-    results = {}
     with torch.inference_mode():
-        results["torch_eager_fp32"] = time_calls(lambda: model(xt), repeats)
-    for key, path in (("onnxruntime_fp32", models["onnx"]), ("onnxruntime_int8", models["int8"])):
-        engine = engines.create("onnxruntime", path)
+        results = {"torch_eager_fp32": time_calls(lambda: model(xt), repeats)}
+    for key, name in (("onnxruntime_fp32", "onnx"), ("onnxruntime_int8", "int8"),
+                      ("onnxruntime_int8_trt_form", "int8_trt")):
+        engine = engines.create("onnxruntime", models[name])
         results[key] = time_calls(lambda: engine.infer(x), repeats)
-    return results, models["int8"]
-
-
-def bench_eval(episodes: int) -> dict:
-    from sim2real.eval.evaluate import EvalConfig, evaluate
-
-    result = evaluate("expert", EvalConfig(scenario="default", episodes=episodes, workers=1), progress=False)
-    return {"eval_steps_per_s": round(result["steps_per_s"], 1), "eval_episodes": episodes,
-            "eval_policy": "expert"}
+    return results
 
 
 def run_bench(out: Path, quick: bool = False) -> dict:
-    import torch
+    from sim2real.bench.eval_queue import bench_eval_wall
+    from sim2real.bench.ros2_loop import bench_ros2_loop
 
-    torch.set_num_threads(os.cpu_count() or 1)
     results: dict = {"machine": machine.describe()}
+    repeats = 50 if quick else 300
     with tempfile.TemporaryDirectory(prefix="sim2real-bench-") as tmp:
         work = Path(tmp)
         _say("datagen …")
         results.update(bench_datagen(work, num=200 if quick else 1000, workers=min(2, os.cpu_count() or 1)))
         _say("training throughput …")
-        per_size = bench_train_throughput((96, BENCH_SIZE) if not quick else (96,))
-        results["train_images_per_s"] = per_size.get(str(BENCH_SIZE), per_size["96"])
+        per_size = bench_train_throughput((PIPELINE_SIZE,) if quick else (PIPELINE_SIZE, BENCH_SIZE))
+        results["train_images_per_s"] = per_size.get(str(BENCH_SIZE), per_size[str(PIPELINE_SIZE)])
         results["train_images_per_s_by_input"] = per_size
-        _say("inference latency …")
-        results["inference_ms"], _ = bench_inference(work, repeats=50 if quick else 300)
-        _say("evaluation …")
-        results.update(bench_eval(episodes=2 if quick else 10))
+        for size, key in ((BENCH_SIZE, "inference_ms"), (PIPELINE_SIZE, f"inference_ms_{PIPELINE_SIZE}")):
+            _say(f"inference latency at {size}x{size} …")
+            checkpoint, models = _train_and_export(work, size)
+            results[key] = bench_inference(checkpoint, models, size, repeats)
+        _say("ROS 2 loop: image published → cmd_vel received, across two processes …")
+        results["ros2_loop_ms"] = bench_ros2_loop(models["int8"], repeats=100 if quick else 500)
+        results["ros2_loop_model"] = f"INT8 ONNX at {PIPELINE_SIZE}x{PIPELINE_SIZE} input; 224x224 32FC1 images"
+    _say("evaluation …")
+    results.update(bench_eval_wall(episodes=4 if quick else 100))
     write_json_atomic(out, results)
     print(format_table(results))
     return results
 
 
 def format_table(results: dict) -> str:
+    from sim2real.bench.eval_queue import format_rows
+
     lines = [f"machine: {results['machine']['cpu']} × {results['machine']['cores']} cores, "
              f"GPU: {results['machine']['gpu'] or 'none'}", ""]
-    lines.append(f"{'inference (224x224, batch 1)':<32}{'p50 ms':>10}{'p99 ms':>10}")
-    for name, figures in results["inference_ms"].items():
-        lines.append(f"{name:<32}{figures['p50']:>10.2f}{figures['p99']:>10.2f}")
+    sections = ((f"inference {BENCH_SIZE}x{BENCH_SIZE}, batch 1", results["inference_ms"]),
+                (f"inference {PIPELINE_SIZE}x{PIPELINE_SIZE}, batch 1", results[f"inference_ms_{PIPELINE_SIZE}"]),
+                ("ROS 2 loop, 2 processes", results["ros2_loop_ms"]))
+    for title, figures in sections:
+        lines.append(f"{title:<34}{'p50 ms':>10}{'p99 ms':>10}")
+        lines += [f"  {name:<32}{f['p50']:>10.2f}{f['p99']:>10.2f}" for name, f in figures.items()]
     lines.append("")
-    for key in ("datagen_images_per_s", "train_images_per_s", "eval_steps_per_s"):
-        lines.append(f"{key:<32}{results[key]:>10.1f}")
+    for key in ("datagen_images_per_s", "train_images_per_s"):
+        lines.append(f"{key:<34}{results[key]:>10.1f}")
     for size, value in results["train_images_per_s_by_input"].items():
-        lines.append(f"{'  train img/s @ ' + size + 'x' + size:<32}{value:>10.1f}")
+        lines.append(f"{'  train img/s @ ' + size + 'x' + size:<34}{value:>10.1f}")
+    lines += ["", format_rows(results)]
     return "\n".join(lines)

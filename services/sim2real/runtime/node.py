@@ -1,0 +1,334 @@
+"""`sim2real serve`: the ROS 2 node that turns depth images into velocity commands on the robot.
+
+Subscribes a depth image (sensor-data QoS), publishes one geometry_msgs/Twist per image, and
+publishes a zero Twist whenever it cannot trust its output (see :mod:`sim2real.runtime.watchdog`).
+The preprocessing and the meaning of each output come from the model's manifest, through
+:class:`~sim2real.runtime.policy.ModelPolicy`, never from here.
+
+rclpy is imported only when a node is built, so the ROS-free part (:class:`DepthToTwist`,
+:class:`LatencyStats`) can be used and tested without ROS.
+"""
+
+from __future__ import annotations
+
+import collections
+import gc
+import json
+import signal
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from sim2real.contracts.actions import ACTIONS, FORWARD_SPEED_MPS, STOP, TURN_RATE_RADPS, Twist, twist_for
+from sim2real.contracts.preprocessing import valid_mask
+from sim2real.runtime.ros_image import ImageError, decode_depth
+from sim2real.runtime.watchdog import FailSafe, Log
+
+NODE_NAME = "sim2real_policy"
+STAGES: tuple[str, ...] = ("convert", "preprocess", "infer", "publish", "total")
+
+
+@dataclass
+class NodeParams:
+    """The node's ROS parameters (names and defaults); all are read once at start-up."""
+
+    model_path: str = ""
+    backend: str = "auto"
+    image_topic: str = "/camera/depth/image_raw"
+    cmd_vel_topic: str = "/cmd_vel"
+    model_topic: str = "~/model"
+    diagnostics_topic: str = "/diagnostics"
+    forward_speed: float = FORWARD_SPEED_MPS
+    turn_rate: float = TURN_RATE_RADPS
+    watchdog_timeout_s: float = 0.25
+    max_invalid_fraction: float = 0.5
+    expected_width: int = 0
+    expected_height: int = 0
+    diagnostics_period_s: float = 5.0
+
+    def validate(self) -> None:
+        if not self.model_path:
+            raise ValueError("no model: set --model or the model_path parameter")
+        if not self.watchdog_timeout_s > 0:
+            raise ValueError(f"watchdog_timeout_s must be > 0, got {self.watchdog_timeout_s}")
+        if not 0.0 <= self.max_invalid_fraction <= 1.0:
+            raise ValueError(f"max_invalid_fraction must be within [0, 1], got {self.max_invalid_fraction}")
+        if self.expected_width < 0 or self.expected_height < 0:
+            raise ValueError("expected_width and expected_height must be ≥ 0 (0 accepts any size)")
+        if not self.diagnostics_period_s > 0:
+            raise ValueError(f"diagnostics_period_s must be > 0, got {self.diagnostics_period_s}")
+        for name in ("image_topic", "cmd_vel_topic", "model_topic", "diagnostics_topic"):
+            if not getattr(self, name):
+                raise ValueError(f"{name} must not be empty")
+
+
+class LatencyStats:
+    """Rolling per-stage latencies in milliseconds; ``summary()`` gives p50/p99/max over the window."""
+
+    def __init__(self, stages: tuple[str, ...] = STAGES, window: int = 1000):
+        self._samples = {stage: collections.deque(maxlen=window) for stage in stages}
+        self.frames = 0
+
+    def add(self, timings_ms: dict[str, float]) -> None:
+        self.frames += 1
+        for stage, value in timings_ms.items():
+            if stage in self._samples:
+                self._samples[stage].append(value)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for stage, samples in self._samples.items():
+            if samples:
+                values = np.fromiter(samples, dtype=float)
+                p50, p99 = np.percentile(values, (50, 99))
+                out[stage] = {"p50": round(float(p50), 3), "p99": round(float(p99), 3),
+                              "max": round(float(values.max()), 3), "n": int(values.size)}
+        return out
+
+    def line(self) -> str:
+        """One log line: ``stage p50/p99`` for every stage with samples."""
+        summary = self.summary()
+        parts = ", ".join(f"{stage} {s['p50']:.2f}/{s['p99']:.2f}" for stage, s in summary.items())
+        window = max((s["n"] for s in summary.values()), default=0)
+        return f"latency ms p50/p99 over last {window} frames: {parts or 'no frames yet'}"
+
+
+class DepthToTwist:
+    """One image message → one Twist, with the fail-safe: anything untrustworthy gives ``STOP``.
+
+    ``policy`` is a :class:`~sim2real.runtime.policy.ModelPolicy` (or anything with ``spec``,
+    ``logits(depth_m)`` and ``last_timing_ms``).
+    """
+
+    def __init__(self, policy, params: NodeParams, log: Log):
+        self.policy = policy
+        self.params = params
+        self.failsafe = FailSafe(params.watchdog_timeout_s, log)
+        self.last_timing_ms: dict[str, float] = {}
+        self.last_action: int | None = None
+        self.last_logits: np.ndarray | None = None
+        self.last_reason: str | None = None
+
+    def handle(self, msg) -> Twist:
+        """The command for ``msg``; on a stop ``last_action`` is None and ``last_reason`` says why."""
+        start = time.perf_counter()
+        self.last_timing_ms, self.last_action, self.last_logits, self.last_reason = {}, None, None, None
+        try:
+            depth = self._depth(msg)
+        except ImageError as exc:
+            return self._refuse(f"unusable image: {exc}")
+        converted = time.perf_counter()
+        try:
+            logits = np.asarray(self.policy.logits(depth))
+            if logits.shape != (len(ACTIONS),) or not np.all(np.isfinite(logits)):
+                raise ValueError(f"model output {logits.tolist()} is not {len(ACTIONS)} finite logits")
+            action = int(np.argmax(logits))
+            twist = twist_for(action, self.params.forward_speed, self.params.turn_rate)
+        except Exception as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            return self._refuse(f"inference failed: {type(exc).__name__}: {detail}")
+        self.failsafe.valid()
+        self.last_action, self.last_logits = action, logits
+        self.last_timing_ms = {"convert": (converted - start) * 1e3, **self.policy.last_timing_ms}
+        return twist
+
+    def _refuse(self, reason: str) -> Twist:
+        self.last_reason = reason
+        self.failsafe.fault(reason)
+        return STOP
+
+    def _depth(self, msg) -> np.ndarray:
+        depth = decode_depth(msg)
+        height, width = depth.shape
+        p = self.params
+        if (p.expected_width and width != p.expected_width) or (p.expected_height and height != p.expected_height):
+            raise ImageError(f"size {width}x{height} differs from the expected "
+                             f"{p.expected_width or 'any'}x{p.expected_height or 'any'}")
+        invalid = 1.0 - float(np.count_nonzero(valid_mask(depth, self.policy.spec))) / depth.size
+        if invalid > p.max_invalid_fraction:
+            raise ImageError(f"more than {p.max_invalid_fraction:.0%} of the pixels are invalid")
+        return depth
+
+
+def _declare(node, defaults: NodeParams, overrides: dict) -> NodeParams:
+    """Declare every NodeParams field as a read-only ROS parameter; return the values in force."""
+    from rcl_interfaces.msg import ParameterDescriptor
+    from rclpy.exceptions import ParameterException
+
+    values = {}
+    for field in fields(NodeParams):
+        default = overrides.get(field.name, getattr(defaults, field.name))
+        try:
+            values[field.name] = node.declare_parameter(field.name, default, ParameterDescriptor(read_only=True)).value
+        except ParameterException as exc:
+            raise ValueError(f"parameter {field.name}: {exc}") from None
+    return NodeParams(**values)
+
+
+class PolicyNode:
+    """The rclpy node: subscriptions, publishers, watchdog and diagnostics timers."""
+
+    def __init__(self, context=None, overrides: dict | None = None, policy=None):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import Twist as TwistMsg
+        from rclpy.node import Node
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import String
+
+        from sim2real.runtime.policy import ModelPolicy
+
+        self.node = Node(NODE_NAME, context=context)
+        self.logger = self.node.get_logger()
+        self.params = _declare(self.node, NodeParams(), overrides or {})
+        self.params.validate()
+        self.policy = policy or ModelPolicy(self.params.model_path, backend=self.params.backend)
+        self.pipeline = DepthToTwist(self.policy, self.params, self._log)
+        self.stats = LatencyStats()
+        self._frames_logged = 0
+        self._twist_cls = TwistMsg
+        self._diag_cls = DiagnosticArray
+        self._stop_msg = TwistMsg()
+
+        self.cmd_pub = self.node.create_publisher(TwistMsg, self.params.cmd_vel_topic, 10)
+        self.diag_pub = self.node.create_publisher(DiagnosticArray, self.params.diagnostics_topic, 10)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.model_pub = self.node.create_publisher(String, self.params.model_topic, latched)
+        self.model_info = {
+            "sha256": self.policy.sha256, "model": str(self.params.model_path),
+            "backend": getattr(getattr(self.policy, "engine", None), "name", self.params.backend),
+            "preprocessing": self.policy.spec.to_dict(), "actions": list(ACTIONS),
+        }
+        self.subscription = self.node.create_subscription(Image, self.params.image_topic, self._on_image,
+                                                          qos_profile_sensor_data)
+        tick = min(self.params.watchdog_timeout_s / 4.0, 0.05)
+        self.watchdog_timer = self.node.create_timer(tick, self._on_watchdog)
+        self.diag_timer = self.node.create_timer(self.params.diagnostics_period_s, self._on_diagnostics)
+        self.logger.info(
+            f"serving model {self.model_info['model']} sha256 {self.policy.sha256} on backend "
+            f"{self.model_info['backend']}: {self.subscription.topic_name} → {self.cmd_pub.topic_name} "
+            f"(watchdog {self.params.watchdog_timeout_s:g} s, model info latched on {self.model_pub.topic_name})")
+        self.model_pub.publish(String(data=json.dumps(self.model_info, sort_keys=True)))
+
+    def _log(self, level: str, message: str) -> None:
+        if level == "warn":
+            self.logger.warning(message)
+        else:
+            self.logger.info(message)
+
+    def _on_image(self, msg) -> None:
+        start = time.perf_counter()
+        try:
+            twist = self.pipeline.handle(msg)
+        except Exception as exc:
+            self.pipeline.failsafe.fault(f"image callback failed: {type(exc).__name__}: {exc}")
+            twist = STOP
+        out = self._twist_cls()
+        out.linear.x, out.angular.z = float(twist.linear_x), float(twist.angular_z)
+        before_publish = time.perf_counter()
+        self.cmd_pub.publish(out)
+        end = time.perf_counter()
+        if self.pipeline.last_timing_ms:
+            self.stats.add({**self.pipeline.last_timing_ms, "publish": (end - before_publish) * 1e3,
+                            "total": (end - start) * 1e3})
+
+    def _on_watchdog(self) -> None:
+        if self.pipeline.failsafe.stale():
+            self.cmd_pub.publish(self._stop_msg)
+
+    def stop_robot(self) -> None:
+        """Publish one zero Twist (used on shutdown)."""
+        self.cmd_pub.publish(self._stop_msg)
+
+    def _on_diagnostics(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+        failsafe = self.pipeline.failsafe
+        summary = self.stats.summary()
+        status = DiagnosticStatus(name=f"{NODE_NAME}: depth policy", hardware_id=self.policy.sha256[:12])
+        if failsafe.stopped:
+            status.level, status.message = DiagnosticStatus.WARN, f"stopped: {failsafe.reason}"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, "serving"
+        values = {"model_sha256": self.policy.sha256, "backend": self.model_info["backend"],
+                  "frames": self.stats.frames, "stop_episodes": failsafe.stops}
+        for stage, figures in summary.items():
+            values[f"{stage}_ms_p50"] = figures["p50"]
+            values[f"{stage}_ms_p99"] = figures["p99"]
+        status.values = [KeyValue(key=key, value=str(value)) for key, value in values.items()]
+        array = self._diag_cls(status=[status])
+        array.header.stamp = self.node.get_clock().now().to_msg()
+        self.diag_pub.publish(array)
+        if self.stats.frames != self._frames_logged:
+            self._frames_logged = self.stats.frames
+            self.logger.info(self.stats.line())
+
+    def destroy(self) -> None:
+        self.node.destroy_node()
+
+
+def make_executor(context):
+    """rclpy's EventsExecutor where this rclpy has it (less overhead per message), else the default one."""
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError:
+        from rclpy.executors import SingleThreadedExecutor
+
+        return SingleThreadedExecutor(context=context)
+    return EventsExecutor(context=context)
+
+
+def serve(overrides: dict | None = None, ros_args: list[str] | None = None) -> int:
+    """Run the node until SIGINT/SIGTERM; publish a zero Twist before leaving.
+
+    ``overrides`` replace parameter defaults (``--ros-args -p`` and ``--params-file`` still win);
+    ``ros_args`` are the arguments after ``--ros-args`` (remapping ``-r``, parameters ``-p``).
+    """
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    model_path = (overrides or {}).get("model_path")
+    if model_path and not Path(model_path).exists():
+        raise FileNotFoundError(f"model not found: {model_path}")
+    context = rclpy.Context()
+    args = ["sim2real-serve", *(["--ros-args", *ros_args] if ros_args else [])]
+    try:
+        rclpy.init(args=args, context=context, signal_handler_options=SignalHandlerOptions.NO)
+    except RuntimeError as exc:
+        raise ValueError(f"ROS could not start with arguments {args[1:]}: {exc}") from None
+    stopping = []
+    previous = {sig: signal.signal(sig, lambda *_: stopping.append(True)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    policy_node = None
+    try:
+        policy_node = PolicyNode(context=context, overrides=overrides)
+        gc.collect()
+        gc.freeze()
+        executor = make_executor(context)
+        executor.add_node(policy_node.node)
+        while not stopping and context.ok():
+            executor.spin_once(timeout_sec=0.2)
+        policy_node.stop_robot()
+        policy_node.logger.info("shutting down: published a zero Twist")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if policy_node is not None:
+            policy_node.destroy()
+        context.try_shutdown()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sim2real.runtime.node --ros-args -p model_path:=...``: the node without the CLI."""
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ros_args = argv[argv.index("--ros-args") + 1:] if "--ros-args" in argv else []
+    return serve(ros_args=ros_args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
