@@ -27,3 +27,10 @@ def test_runtime_and_contracts_import_no_torch_or_simulator(statement):
 def test_simulator_backends_import_no_torch():
     modules = _imported_after("import sim2real.sim.mujoco_backend, sim2real.sim.pybullet_backend, sim2real.sim.expert")
     assert "torch" not in modules
+
+
+def test_cli_parser_imports_no_service_dependency():
+    """Every image builds the full parser; it must not need another image's packages."""
+    leaked = _imported_after("from sim2real.cli import build_parser; build_parser()") & {
+        "torch", "mujoco", "pybullet", "redis", "docker", "rclpy", "onnxruntime"}
+    assert not leaked, f"building the CLI parser imported {leaked}"
