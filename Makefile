@@ -13,6 +13,8 @@ help:
 	@echo "make run    - the whole pipeline on the built-in CPU defaults (artifacts/latest/)"
 	@echo "make test   - unit and integration tests (installs redis-server if missing)"
 	@echo "make bench  - benchmarks; writes artifacts/bench.json"
+	@echo "make images - the five container images (CPU flavour, offline build)"
+	@echo "make test-stack - only the containerized stack test (real Docker engine)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +28,7 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/sim2real run $(RUN_ARGS)
 
+# Unit, integration and stack tests; the stack test installs and starts a Docker engine if needed.
 test: $(STAMP)
 	@command -v redis-server >/dev/null 2>&1 || bash scripts/install-system-deps.sh
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
@@ -33,8 +36,18 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
+# The containerized stack end to end (starts a Docker engine when none runs).
+test-stack: $(STAMP)
+	$(PY) -m pytest -q tests/unit/test_hadolint.py tests/stack $(PYTEST_ARGS)
+
+# The five images, CPU flavour: local debootstrap base, host-side wheelhouse, --no-index installs.
+# IMAGES_ARGS="--flavour vendor" builds FROM the vendor images instead.
+images:
+	bash scripts/docker-engine.sh
+	bash scripts/build-images.sh $(IMAGES_ARGS)
+
 bench: $(STAMP)
 	$(VENV)/bin/sim2real bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) artifacts .pytest_cache
+	rm -rf $(VENV) artifacts build .pytest_cache

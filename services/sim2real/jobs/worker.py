@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import time
 from dataclasses import dataclass
@@ -34,7 +35,8 @@ class _Runner:
 
 
 def default_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """Unique per process, also for replicas that share a host name and pid (host-network containers)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 def _one_line(exc: BaseException) -> str:
