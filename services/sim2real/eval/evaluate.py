@@ -9,6 +9,7 @@ so a policy that spins in place fails even though it never hits anything.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
@@ -220,10 +221,26 @@ def summarize(records: list[dict], config: EvalConfig, scenario: Scenario, *, mo
 _WORKER: dict = {}
 
 
+_THREAD_VARIABLES = ("SIM2REAL_ORT_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _one_thread_per_worker():
+    """Spawned workers start with one ONNX Runtime and one BLAS thread each (an explicit setting wins).
+
+    N workers with all-core thread pools oversubscribe the CPU and inflate the latency being
+    measured. BLAS reads its variable when numpy is imported, so it must be set before the spawn.
+    """
+    added = [name for name in _THREAD_VARIABLES if name not in os.environ]
+    os.environ.update({name: "1" for name in added})
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
 def _init_worker(model: str, config: EvalConfig) -> None:
-    # One inference thread per worker process: N workers x all-core thread pools would oversubscribe
-    # the CPU and inflate the latency being measured. An explicit setting wins.
-    os.environ.setdefault("SIM2REAL_ORT_THREADS", "1")
     scenario = load_scenario(config.scenario)
     _WORKER.update(scenario=scenario, config=config, backend=_create_backend(config.backend, scenario),
                    policy=make_policy(model, config.engine, scenario))
@@ -262,7 +279,8 @@ def evaluate(model: str | Path, config: EvalConfig, json_out: Path | None = None
             # spawn: each worker starts clean (no forked simulator or inference threads) and builds
             # its own backend and policy once.
             ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(model_text, config)) as pool:
+            with _one_thread_per_worker(), \
+                    ctx.Pool(workers, initializer=_init_worker, initargs=(model_text, config)) as pool:
                 for record in pool.imap_unordered(_worker_episode, range(config.episodes)):
                     records.append(record)
                     bar.update(1)
