@@ -84,16 +84,10 @@ def register(verbs: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sim2real")
-    register(parser.add_subparsers(dest="verb", required=True, metavar="VERB"))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
-        print(f"sim2real {args.verb}: error: {exc}", file=sys.stderr)
-        return 2
+    """``python -m sim2real.deploy.cli ...``: the same as ``sim2real ...`` (one parser, one error policy)."""
+    from sim2real.cli import main as sim2real_main
+
+    return sim2real_main(argv)
 
 
 if __name__ == "__main__":

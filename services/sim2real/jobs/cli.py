@@ -15,7 +15,6 @@ from pathlib import Path
 
 from sim2real.jobs import DEFAULT_REDIS_URL
 
-EXIT_BAD_INPUT = 2
 
 
 def _redis_url() -> str:
@@ -116,18 +115,10 @@ def register(verbs: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sim2real", description=__doc__.splitlines()[0])
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    register(verbs)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print(f"sim2real {args.verb}: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, RuntimeError, NotImplementedError, OSError) as exc:
-        print(f"sim2real {args.verb}: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    """``python -m sim2real.jobs.cli ...``: the same as ``sim2real ...`` (one parser, one error policy)."""
+    from sim2real.cli import main as sim2real_main
+
+    return sim2real_main(argv)
 
 
 if __name__ == "__main__":
