@@ -26,8 +26,14 @@ from sim2real.contracts.preprocessing import PreprocessSpec
 TINY_SIZE = 32
 
 
-def tiny_model(folder: Path, size: int = TINY_SIZE, name: str = "tiny.onnx") -> Path:
-    """Write the tiny left/right model and its manifest into ``folder``; return the model path."""
+def tiny_model(folder: Path, size: int = TINY_SIZE, name: str = "tiny.onnx", max_range_m: float = 5.0,
+               nan_logits: bool = False, forward_bias: float = -1.0) -> Path:
+    """Write the tiny left/right model and its manifest into ``folder``; return the model path.
+
+    ``max_range_m`` is the manifest's far limit; ``forward_bias`` replaces the -1 of ``forward``
+    (closer to 0: it drives more and turns only when the view is near); ``nan_logits`` makes every
+    output NaN (a broken model).
+    """
     n = size * size
     half = np.zeros((size, size), np.float32)
     half[:, : size // 2] = 1.0
@@ -35,7 +41,7 @@ def tiny_model(folder: Path, size: int = TINY_SIZE, name: str = "tiny.onnx") -> 
     right_px = 1.0 - left_px
     scale = 2.0 / n
     weight = np.stack([scale * np.ones(n), scale * (left_px - right_px), scale * (right_px - left_px)], axis=1)
-    bias = np.array([-1.0, 0.0, 0.0], np.float32)
+    bias = np.array([np.nan] * 3 if nan_logits else [forward_bias, 0.0, 0.0], np.float32)
     graph = helper.make_graph(
         [helper.make_node("Flatten", ["input"], ["flat"], axis=1),
          helper.make_node("Gemm", ["flat", "W", "b"], ["linear"]),
@@ -55,8 +61,9 @@ def tiny_model(folder: Path, size: int = TINY_SIZE, name: str = "tiny.onnx") -> 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     onnx.save(model, str(path))
-    write_manifest(path, new_manifest("onnx-model", preprocessing=PreprocessSpec(size=size).to_dict(),
-                                      actions=actions.spec(), precision="fp32"))
+    spec = PreprocessSpec(size=size, max_range_m=max_range_m)
+    write_manifest(path, new_manifest("onnx-model", preprocessing=spec.to_dict(), actions=actions.spec(),
+                                      precision="fp32"))
     return path
 
 

@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from sim2real.contracts.evaluation import POLICY_TRANSPORTS
+
 EXIT_BAD_INPUT = 2
 
 
@@ -97,7 +99,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     config = EvalConfig(scenario=args.scenario, episodes=args.episodes, seed=args.seed,
                         backend=args.backend, engine=args.engine, workers=args.workers,
-                        latency_ms=args.latency_ms)
+                        latency_ms=args.latency_ms, policy=args.policy)
     json_out = Path(args.json) if args.json else None
     report_out = Path(args.report) if args.report else None
     if args.latency_sweep:
@@ -220,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--backend", default="pybullet", help="simulator backend")
     p.add_argument("--engine", default="auto", help="inference backend (auto, onnxruntime, tensorrt)")
+    p.add_argument("--policy", default="inprocess", choices=POLICY_TRANSPORTS,
+                   help="inprocess: the model in the evaluator; ros2: the real `sim2real serve` node, "
+                        "fed depth images and obeyed on cmd_vel over ROS 2 topics (default %(default)s)")
     p.add_argument("--json", help="write the JSON result here")
     p.add_argument("--report", help="write the HTML report here")
     p.add_argument("--workers", type=int, default=1, help="processes (default %(default)s)")

@@ -17,6 +17,7 @@ import time
 
 import pytest
 from helpers_models import depth_scene, tiny_model  # noqa: E402
+from helpers_ros import ros_environment  # noqa: E402
 from sim2real.contracts.manifest import read_manifest  # noqa: E402
 from sim2real.runtime.ros_image import encode_depth, fill_image_msg  # noqa: E402
 
@@ -31,17 +32,8 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope="module")
 def ros_env(tmp_path_factory):
-    values = {"ROS_DOMAIN_ID": str(100 + os.getpid() % 60), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-              "ROS_LOCALHOST_ONLY": "1", "ROS_LOG_DIR": str(tmp_path_factory.mktemp("roslog")),
-              "RCUTILS_COLORIZED_OUTPUT": "0", "RCUTILS_LOGGING_BUFFERED_STREAM": "0"}
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    yield values
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with ros_environment(tmp_path_factory.mktemp("roslog"), domain_base=100) as values:
+        yield values
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ import pytest
 
 pytest.importorskip("pybullet")
 
-from sim2real.contracts.actions import ACTIONS, FORWARD, spec  # noqa: E402
+from sim2real.contracts.actions import ACTIONS, FORWARD, STOP, spec, twist_for  # noqa: E402
 from sim2real.contracts.manifest import new_manifest, write_manifest  # noqa: E402
 from sim2real.contracts.preprocessing import PreprocessSpec  # noqa: E402
 from sim2real.contracts.scenario import load_scenario  # noqa: E402
 from sim2real.eval.evaluate import EvalConfig, evaluate, gate, run_episode, wilson_interval  # noqa: E402
-from sim2real.eval.policies import ExpertPolicy, ModelPolicyAdapter, SpinPolicy, make_policy  # noqa: E402
+from sim2real.eval.policies import ExpertPolicy, ModelPolicyAdapter, Policy, SpinPolicy, make_policy  # noqa: E402
 from sim2real.sim.pybullet_backend import PybulletBackend  # noqa: E402
 
 REQUIRED = {"success_rate", "success_ci95", "episodes", "successes", "collisions", "mean_progress_m",
@@ -97,7 +97,7 @@ def test_same_seed_same_episodes_and_workers_do_not_change_results():
     assert two["workers"] == 2
 
 
-class _Forward:
+class _Forward(Policy):
     kind = "forward"
 
     def act(self, depth, pose, world):
@@ -115,6 +115,33 @@ def test_driving_straight_stops_at_the_first_collision():
     assert ep["collided"] and not ep["success"]
     assert ep["steps"] < 200 and ep["collision_point"] is not None
     assert ep["progress_m"] == pytest.approx(ep["path_length_m"], rel=0.02)   # a straight line
+
+
+class _Stopped(Policy):
+    """Answers with a zero Twist, as the ROS 2 node's fail-safe does."""
+
+    kind = "stopped"
+
+    def command(self, depth, pose, world, robot):
+        return STOP
+
+
+def test_zero_twist_commands_are_counted_and_the_robot_stays_put():
+    scenario = load_scenario("tiny")
+    backend = PybulletBackend(scenario)
+    try:
+        stopped = run_episode(backend, _Stopped(), scenario, seed=3, index=0)
+        spinning = run_episode(backend, SpinPolicy(), scenario, seed=3, index=0)
+    finally:
+        backend.close()
+    assert stopped["stop_commands"] == stopped["steps"] == 50 and stopped["path_length_m"] < 0.01
+    assert spinning["stop_commands"] == 0
+
+
+def test_the_default_command_is_the_robots_twist_for_the_action():
+    robot = load_scenario("tiny").robot
+    assert _Forward().command(None, None, None, robot) == twist_for(FORWARD, robot.forward_speed_mps,
+                                                                    robot.turn_rate_radps)
 
 
 def test_injected_latency_still_runs_whole_episodes():
@@ -140,6 +167,7 @@ def test_gate_fails_below_threshold_with_one_line(capsys):
     (EvalConfig(scenario="tiny", episodes=2, backend="no-such-sim"), ValueError),
     (EvalConfig(scenario="no-such-scenario", episodes=2), ValueError),
     (tiny(2, workers=0), ValueError),
+    (tiny(2, policy="grpc"), ValueError),
 ])
 def test_bad_config_is_a_clear_error(config, error):
     with pytest.raises(error) as info:
@@ -162,6 +190,22 @@ def test_wilson_interval():
 def test_make_policy_names():
     assert isinstance(make_policy("expert"), ExpertPolicy)
     assert isinstance(make_policy("spin"), SpinPolicy)
+
+
+@pytest.mark.parametrize("model, via, fragment", [
+    ("expert", "ros2", "in-process only"),
+    ("spin", "ros2", "in-process only"),
+    ("expert", "grpc", "unknown policy transport"),
+])
+def test_the_ros2_transport_serves_model_files_only(model, via, fragment):
+    with pytest.raises(ValueError, match=fragment) as info:
+        make_policy(model, via=via)
+    assert "\n" not in str(info.value)
+
+
+def test_a_missing_model_fails_before_any_node_starts(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model not found"):
+        make_policy(tmp_path / "nope.onnx", via="ros2")
 
 
 def _tiny_onnx(path):

@@ -30,6 +30,7 @@ def test_shards_cover_every_episode_once():
 @pytest.mark.parametrize("message", [
     job(),
     job(model="models/m.onnx", model_sha256=SHA, latency_ms=120.5, engine="onnxruntime", scenario_sha256=SHA),
+    job(model="models/m.onnx", model_sha256=SHA, policy="ros2"),
     Shard(job(), 2, 6, 7),
     ShardResult("j1", 1, "worker-1", [record(3), record(4, False), record(5)], 1.25),
 ])
@@ -53,11 +54,19 @@ def test_round_trip_is_plain_json(message):
     ({"model_sha256": SHA}, "built-in"),
     ({"scenario": ""}, "non-empty"),
     ({"scenario_sha256": "x"}, "scenario_sha256"),
+    ({"model": "m.onnx", "model_sha256": SHA, "policy": "grpc"}, "policy"),
+    ({"policy": "ros2"}, "in-process only"),
 ])
 def test_bad_jobs_are_refused_in_one_line(kw, fragment):
     with pytest.raises(MessageError, match=fragment) as info:
         job(**kw)
     assert "\n" not in str(info.value)
+
+
+def test_a_job_from_before_the_policy_field_runs_in_process():
+    data = json.loads(encode(job()))
+    del data["policy"]
+    assert decode(json.dumps(data), JobSpec).policy == "inprocess"
 
 
 @pytest.mark.parametrize("mutate, fragment", [

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import multiprocessing
-import os
+import multiprocessing.util
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -20,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sim2real.contracts.actions import STOP, twist_for
+from sim2real.contracts.actions import STOP
 from sim2real.contracts.manifest import write_json_atomic
 from sim2real.contracts.scenario import Scenario, load_scenario
+from sim2real.environment import scoped_environ
+from sim2real.contracts.evaluation import POLICY_TRANSPORTS
 from sim2real.eval.policies import Policy, make_policy
 from sim2real.sim import registry
 from sim2real.sim.base import SimBackend
@@ -41,6 +43,7 @@ class EvalConfig:
     engine: str = "auto"
     workers: int = 1
     latency_ms: float = 0.0   # delay between an observation and its command taking effect
+    policy: str = "inprocess"  # how a model is run: "inprocess" (runtime backend) or "ros2" (the node)
 
 
 def wilson_interval(successes: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
@@ -61,6 +64,8 @@ def _validate(config: EvalConfig) -> Scenario:
         raise ValueError(f"workers must be an integer of at least 1 (got {config.workers!r})")
     if not (config.latency_ms >= 0 and math.isfinite(config.latency_ms)):
         raise ValueError(f"latency_ms must be a finite number of at least 0 (got {config.latency_ms!r})")
+    if config.policy not in POLICY_TRANSPORTS:
+        raise ValueError(f"unknown policy '{config.policy}' (known: {', '.join(POLICY_TRANSPORTS)})")
     if config.backend not in registry.names():
         raise ValueError(f"unknown simulator backend '{config.backend}' (known: {', '.join(registry.names())})")
     return load_scenario(config.scenario)
@@ -78,8 +83,12 @@ def _create_backend(name: str, scenario: Scenario) -> SimBackend:
 def prepare(model: str | Path, config: EvalConfig) -> tuple[Scenario, Policy, SimBackend]:
     """Validate ``config`` and ``model``; return the scenario, the policy and a driving backend (close it)."""
     scenario = _validate(config)
-    policy = make_policy(str(model), config.engine, scenario)
-    return scenario, policy, _create_backend(config.backend, scenario)
+    policy = make_policy(str(model), config.engine, scenario, via=config.policy)
+    try:
+        return scenario, policy, _create_backend(config.backend, scenario)
+    except BaseException:
+        policy.close()
+        raise
 
 
 def _percentile(values: list[float] | np.ndarray, q: float) -> float:
@@ -114,15 +123,15 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
     latencies: list[float] = []
     pending: list[tuple[float, object]] = []   # (time it takes effect, twist), in time order
     active = STOP
-    collided, collision_point, steps = False, None, 0
+    collided, collision_point, steps, stop_commands = False, None, 0, 0
     path_length = 0.0
     for k in range(n_steps):
         t = k * dt
         depth = backend.render_depth(pose, camera, rng)
         t0 = time.perf_counter()
-        action = policy.act(depth, pose, world)
+        twist = policy.command(depth, pose, world, robot)
         latencies.append((time.perf_counter() - t0) * 1e3)
-        twist = twist_for(action, robot.forward_speed_mps, robot.turn_rate_radps)
+        stop_commands += twist == STOP
         if delay <= 0:
             result = backend.step(twist, dt)
             collided = result.collided
@@ -162,6 +171,7 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
         "progress_m": round(progress, 4),
         "path_length_m": round(path_length, 4),
         "steps": steps,
+        "stop_commands": stop_commands,
         "start": [round(start.x, 4), round(start.y, 4), round(start.yaw, 4)],
         "trajectory": [[round(x, 3), round(y, 3)] for x, y in kept],
         "collision_point": [round(v, 4) for v in collision_point] if collision_point is not None else None,
@@ -189,6 +199,7 @@ def summarize(records: list[dict], config: EvalConfig, scenario: Scenario, *, mo
         "episodes": n,
         "successes": successes,
         "collisions": sum(r["collided"] for r in records),
+        "stop_commands": sum(r.get("stop_commands", 0) for r in records),
         "mean_progress_m": round(float(np.mean([r["progress_m"] for r in records])), 4),
         "mean_path_length_m": round(float(np.mean([r["path_length_m"] for r in records])), 4),
         "latency_ms": {"p50": round(_percentile(latencies, 50), 4), "p99": round(_percentile(latencies, 99), 4),
@@ -197,7 +208,7 @@ def summarize(records: list[dict], config: EvalConfig, scenario: Scenario, *, mo
         "model_sha256": model_sha256,
         "model": model,
         "policy": policy_kind,
-        "engine": config.engine if policy_kind == "model" else None,
+        "engine": config.engine if policy_kind in ("model", "ros2") else None,
         "scenario": scenario.name,
         "scenario_sha256": scenario.sha256(),
         "backend": config.backend,
@@ -231,19 +242,16 @@ def _one_thread_per_worker():
     N workers with all-core thread pools oversubscribe the CPU and inflate the latency being
     measured. BLAS reads its variable when numpy is imported, so it must be set before the spawn.
     """
-    added = [name for name in _THREAD_VARIABLES if name not in os.environ]
-    os.environ.update({name: "1" for name in added})
-    try:
+    with scoped_environ(dict.fromkeys(_THREAD_VARIABLES, "1"), keep_existing=True):
         yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
 
 
 def _init_worker(model: str, config: EvalConfig) -> None:
     scenario = load_scenario(config.scenario)
+    policy = make_policy(model, config.engine, scenario, via=config.policy)
+    multiprocessing.util.Finalize(None, policy.close, exitpriority=10)
     _WORKER.update(scenario=scenario, config=config, backend=_create_backend(config.backend, scenario),
-                   policy=make_policy(model, config.engine, scenario))
+                   policy=policy)
 
 
 def _worker_episode(index: int) -> dict:
@@ -262,6 +270,7 @@ def evaluate(model: str | Path, config: EvalConfig, json_out: Path | None = None
     workers = min(config.workers, config.episodes)
     if workers > 1:
         backend.close()                                      # each worker builds its own
+        policy.close()
     records: list[dict] = []
     bar = tqdm(total=config.episodes, desc=f"eval {policy.kind}", unit="ep", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
@@ -275,6 +284,7 @@ def evaluate(model: str | Path, config: EvalConfig, json_out: Path | None = None
                     bar.set_postfix(success=f"{sum(r['success'] for r in records) / len(records):.2f}")
             finally:
                 backend.close()
+                policy.close()
         else:
             # spawn: each worker starts clean (no forked simulator or inference threads) and builds
             # its own backend and policy once.
@@ -285,6 +295,8 @@ def evaluate(model: str | Path, config: EvalConfig, json_out: Path | None = None
                     records.append(record)
                     bar.update(1)
                     bar.set_postfix(success=f"{sum(r['success'] for r in records) / len(records):.2f}")
+                pool.close()
+                pool.join()                                  # a clean exit runs each worker's finalizer
     finally:
         bar.close()
     wall = time.perf_counter() - start

@@ -1,4 +1,7 @@
-"""What the evaluator drives: ``act(depth_m, pose, world) -> action index``.
+"""What the evaluator drives: ``command(depth_m, pose, world, robot) -> Twist``.
+
+Most policies choose an action index (``act``) and the robot's speeds turn it into a Twist; the
+ROS 2 node policy (:mod:`sim2real.eval.ros2_policy`) answers with the Twist the node published.
 
 Only the expert reads ``pose`` and ``world`` (it is privileged); a deployable policy sees the depth
 image alone, exactly as on the robot.
@@ -11,16 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sim2real.contracts.actions import LEFT
+from sim2real.contracts.actions import LEFT, Twist, twist_for
+from sim2real.contracts.evaluation import BUILTIN_POLICIES, POLICY_TRANSPORTS
 from sim2real.contracts.scenario import Expert, Robot, Scenario
 from sim2real.sim.expert import expert_action
 from sim2real.sim.world import Pose2D, World
 
-BUILTIN_POLICIES = ("expert", "spin")
-
 
 class Policy:
-    """A policy under evaluation. ``kind`` is "expert", "spin" or "model"."""
+    """A policy under evaluation. ``kind`` is "expert", "spin", "model" (in-process) or "ros2"."""
 
     kind: str = ""
     name: str = ""
@@ -28,6 +30,13 @@ class Policy:
 
     def act(self, depth_m: np.ndarray, pose: Pose2D, world: World) -> int:
         raise NotImplementedError
+
+    def command(self, depth_m: np.ndarray, pose: Pose2D, world: World, robot: Robot) -> Twist:
+        """The velocity command for this frame (by default, the robot's twist for ``act``)."""
+        return twist_for(self.act(depth_m, pose, world), robot.forward_speed_mps, robot.turn_rate_radps)
+
+    def close(self) -> None:
+        """Release what the policy holds (processes, sessions); safe to call twice."""
 
 
 class ExpertPolicy(Policy):
@@ -72,17 +81,26 @@ class ModelPolicyAdapter(Policy):
         return action
 
 
-def make_policy(model: str | Path, engine: str = "auto", scenario: Scenario | None = None) -> Policy:
-    """``"expert"``, ``"spin"`` or the path of an exported model.
+def make_policy(model: str | Path, engine: str = "auto", scenario: Scenario | None = None,
+                via: str = "inprocess") -> Policy:
+    """``"expert"``, ``"spin"`` or the path of an exported model, run ``via`` "inprocess" or "ros2".
 
-    ``scenario`` gives the expert its robot radius and rule (the contract defaults without one).
+    ``scenario`` gives the expert its robot radius and rule, and the ROS 2 node its robot's speeds
+    (the contract defaults without one). "ros2" starts the real ``sim2real serve`` node: close it.
     """
+    if via not in POLICY_TRANSPORTS:
+        raise ValueError(f"unknown policy transport '{via}' (known: {', '.join(POLICY_TRANSPORTS)})")
     text = str(model)
-    if text == "expert":
-        return ExpertPolicy(scenario)
-    if text == "spin":
-        return SpinPolicy()
+    if text in BUILTIN_POLICIES:
+        if via == "ros2":
+            raise ValueError(f"--policy ros2 serves an exported model through the ROS 2 node; "
+                             f"'{text}' runs in-process only")
+        return ExpertPolicy(scenario) if text == "expert" else SpinPolicy()
     path = Path(text)
     if not path.is_file():
         raise FileNotFoundError(f"model not found: {path} (or use one of: {', '.join(BUILTIN_POLICIES)})")
+    if via == "ros2":
+        from sim2real.eval.ros2_policy import Ros2NodePolicy
+
+        return Ros2NodePolicy(path, engine, scenario)
     return ModelPolicyAdapter(path, engine)

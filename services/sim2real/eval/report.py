@@ -117,7 +117,7 @@ def latency_figure(result: dict, compare: dict | None = None) -> bytes:
         widths = [b - a for a, b in zip(edges[:-1], edges[1:])]
         ax.bar(edges[:-1], counts, width=widths, align="edge", color=colour, alpha=0.75,
                label=f"{res.get('policy')} (p50 {res['latency_ms']['p50']:.2f}, p99 {res['latency_ms']['p99']:.2f} ms)")
-    ax.set_xlabel("policy latency per step incl. preprocessing (ms)")
+    ax.set_xlabel("policy latency per step (ms; for ros2: image published → Twist received)")
     ax.set_ylabel("steps")
     ax.legend(fontsize=8)
     return _png(fig)
@@ -166,6 +166,7 @@ def _rows(res: dict) -> list[tuple[str, str]]:
         ("Success rate", _fmt_rate(res)),
         ("Successes / episodes", f"{res['successes']} / {res['episodes']}"),
         ("Collisions", str(res["collisions"])),
+        ("Zero-Twist commands (fail-safe stops)", str(res.get("stop_commands", 0))),
         ("Mean net progress", f"{res['mean_progress_m']:.2f} m"),
         ("Mean path length", f"{res['mean_path_length_m']:.2f} m" if "mean_path_length_m" in res else "–"),
         ("Latency p50 / p99 / mean", f"{lat['p50']:.2f} / {lat['p99']:.2f} / {lat['mean']:.2f} ms"),

@@ -13,6 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
+from sim2real.contracts.evaluation import POLICY_TRANSPORTS
 from sim2real.jobs import DEFAULT_REDIS_URL
 
 
@@ -45,7 +46,8 @@ def _submit(args: argparse.Namespace) -> int:
     if not args.wait and (args.json or args.report or args.min_success is not None):
         raise ValueError("--json, --report and --min-success need --wait")
     job = build_job(args.model, scenario=args.scenario, episodes=args.episodes, seed=args.seed,
-                    backend=args.backend, engine=args.engine, latency_ms=args.latency_ms, shard_size=args.shard_size)
+                    backend=args.backend, engine=args.engine, latency_ms=args.latency_ms, shard_size=args.shard_size,
+                    policy=args.policy)
     queue = Queue(args.redis, reconnect_timeout_s=args.reconnect_timeout)
     try:
         queue.submit(job)
@@ -99,6 +101,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1000, help="random seed (default %(default)s)")
     p.add_argument("--backend", default="pybullet", help="simulator backend")
     p.add_argument("--engine", default="auto", help="inference backend (auto, onnxruntime, tensorrt)")
+    p.add_argument("--policy", default="inprocess", choices=POLICY_TRANSPORTS,
+                   help="run the model in the worker (inprocess) or through the ROS 2 node (ros2)")
     p.add_argument("--latency-ms", type=float, default=0.0, help="delay every command by this many ms")
     p.add_argument("--shard-size", type=int, default=10, help="episodes per shard (default %(default)s)")
     p.add_argument("--wait", action="store_true",

@@ -14,8 +14,9 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sim2real.contracts.evaluation import BUILTIN_POLICIES, POLICY_TRANSPORTS
+
 SCHEMA_VERSION = 1
-BUILTIN_MODELS = ("expert", "spin")
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 RECORD_KEYS = ("index", "success", "collided", "progress_m", "path_length_m", "steps", "_latencies")
@@ -74,6 +75,7 @@ class JobSpec:
     latency_ms: float = 0.0
     shard_size: int = 10
     scenario_sha256: str | None = None
+    policy: str = "inprocess"
 
     def __post_init__(self) -> None:
         what = f"job {self.job_id!r}"
@@ -81,7 +83,11 @@ class JobSpec:
             raise MessageError(f"{what}: job_id must be 1-64 letters, digits, '-' or '_'")
         if not self.model or not self.scenario or not self.backend or not self.engine:
             raise MessageError(f"{what}: model, scenario, backend and engine must be non-empty")
-        if self.model in BUILTIN_MODELS:
+        if self.policy not in POLICY_TRANSPORTS:
+            raise MessageError(f"{what}: policy must be one of {', '.join(POLICY_TRANSPORTS)} (got {self.policy!r})")
+        if self.model in BUILTIN_POLICIES:
+            if self.policy != "inprocess":
+                raise MessageError(f"{what}: built-in policy '{self.model}' runs in-process only")
             if self.model_sha256 is not None:
                 raise MessageError(f"{what}: built-in policy '{self.model}' has no model_sha256")
         elif self.model_sha256 is None or not _SHA256.match(self.model_sha256):
@@ -126,6 +132,7 @@ class JobSpec:
             latency_ms=float(_get(data, "latency_ms", (int, float), what)),
             shard_size=_get(data, "shard_size", int, what),
             scenario_sha256=_get(data, "scenario_sha256", str, what, optional=True),
+            policy=_get(data, "policy", str, what, optional=True) or "inprocess",
         )
         return cls(**fields)
 

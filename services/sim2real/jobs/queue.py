@@ -365,10 +365,10 @@ def aggregate(queue: Queue, job: JobSpec) -> dict | None:
     times = queue.timeline(job.job_id)
     wall = max(times["now"] - times["started_at"], 1e-6)
     config = EvalConfig(scenario=job.scenario, episodes=job.episodes, seed=job.seed, backend=job.backend,
-                        engine=job.engine, workers=len(workers), latency_ms=job.latency_ms)
-    result = summarize(records, config, load_scenario(job.scenario), model=job.model,
-                       policy_kind="model" if job.model_sha256 else job.model, model_sha256=job.model_sha256,
-                       workers=len(workers), wall_s=wall)
+                        engine=job.engine, workers=len(workers), latency_ms=job.latency_ms, policy=job.policy)
+    kind = job.model if job.model_sha256 is None else "ros2" if job.policy == "ros2" else "model"
+    result = summarize(records, config, load_scenario(job.scenario), model=job.model, policy_kind=kind,
+                       model_sha256=job.model_sha256, workers=len(workers), wall_s=wall)
     result["job_id"] = job.job_id
     result["queue"] = {"shards": job.num_shards, "shard_size": job.shard_size, "workers": workers,
                        "worker_s": round(sum(r.wall_s for r in results), 3),

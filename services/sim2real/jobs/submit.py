@@ -11,13 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-from sim2real.jobs.messages import BUILTIN_MODELS, JobSpec, new_job_id
+from sim2real.contracts.evaluation import BUILTIN_POLICIES
+from sim2real.jobs.messages import JobSpec, new_job_id
 from sim2real.jobs.queue import Queue
 
 
 def build_job(model: str | Path, scenario: str = "default", episodes: int = 100, seed: int = 1000,
               backend: str = "pybullet", engine: str = "auto", latency_ms: float = 0.0,
-              shard_size: int = 10, job_id: str | None = None) -> JobSpec:
+              shard_size: int = 10, job_id: str | None = None, policy: str = "inprocess") -> JobSpec:
     """A validated job: the model's sha256 and the scenario's content hash are recorded for the workers."""
     from sim2real.contracts.manifest import sha256_file
     from sim2real.contracts.scenario import load_scenario
@@ -27,13 +28,13 @@ def build_job(model: str | Path, scenario: str = "default", episodes: int = 100,
         raise ValueError(f"unknown simulator backend '{backend}' (known: {', '.join(registry.names())})")
     loaded = load_scenario(scenario)
     model_text, sha = str(model), None
-    if model_text not in BUILTIN_MODELS:
+    if model_text not in BUILTIN_POLICIES:
         if not Path(model_text).is_file():
-            raise FileNotFoundError(f"model not found: {model_text} (or use one of: {', '.join(BUILTIN_MODELS)})")
+            raise FileNotFoundError(f"model not found: {model_text} (or use one of: {', '.join(BUILTIN_POLICIES)})")
         sha = sha256_file(model_text)
     return JobSpec(job_id=job_id or new_job_id(), model=model_text, model_sha256=sha, scenario=str(scenario),
                    episodes=episodes, seed=seed, backend=backend, engine=engine, latency_ms=float(latency_ms),
-                   shard_size=shard_size, scenario_sha256=loaded.sha256())
+                   shard_size=shard_size, scenario_sha256=loaded.sha256(), policy=policy)
 
 
 def wait(queue: Queue, job_id: str, timeout_s: float | None = None, poll_s: float = 0.25,

@@ -200,16 +200,17 @@ class Worker:
     def _open(self, job: JobSpec) -> _Runner:
         from sim2real.eval.evaluate import EvalConfig, prepare
 
-        key = (job.model, job.model_sha256, job.scenario, job.scenario_sha256, job.backend, job.engine)
+        key = (job.model, job.model_sha256, job.scenario, job.scenario_sha256, job.backend, job.engine, job.policy)
         if self._runner is not None and self._runner.key == key:
             return self._runner
         self._close_runner()
         model = self.resolve_model(job)
         config = EvalConfig(scenario=job.scenario, episodes=job.episodes, seed=job.seed, backend=job.backend,
-                            engine=job.engine, latency_ms=job.latency_ms)
+                            engine=job.engine, latency_ms=job.latency_ms, policy=job.policy)
         scenario, policy, backend = prepare(model, config)
         if job.scenario_sha256 and scenario.sha256() != job.scenario_sha256:
             backend.close()
+            policy.close()
             raise ValueError(f"scenario '{job.scenario}' on worker {self.name} differs from the submitted one "
                              f"(sha256 {scenario.sha256()[:12]}… vs {job.scenario_sha256[:12]}…)")
         self._runner = _Runner(key, scenario, policy, backend)
@@ -218,4 +219,5 @@ class Worker:
     def _close_runner(self) -> None:
         if self._runner is not None:
             self._runner.backend.close()
+            self._runner.policy.close()
             self._runner = None
