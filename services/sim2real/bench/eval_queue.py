@@ -2,6 +2,8 @@
 
 The policy is the privileged expert (no model needed), the scenario the default one, the same seed
 for every worker count, so the runs differ only in how many processes share the episodes.
+``bench_eval_transports`` runs one exported model in-process and through the ROS 2 node (``--policy
+ros2``) on the same episodes: what evaluating the shipped node over topics costs per step.
 """
 
 from __future__ import annotations
@@ -31,11 +33,42 @@ def bench_eval_wall(episodes: int = 100, scenario: str = "default", workers: tup
     return out
 
 
+def bench_eval_transports(model: str, episodes: int = 10, scenario: str = "default", seed: int = 1000) -> dict:
+    """``{"eval_by_policy": {"inprocess" | "ros2": {"steps_per_s", "latency_ms": {p50, p99}, "success_rate"}}}``.
+
+    Both with one ONNX Runtime thread, as the node runs it; ros2 is skipped when rclpy is missing.
+    """
+    from sim2real.environment import scoped_environ
+    from sim2real.eval.evaluate import EvalConfig, evaluate
+
+    transports = ["inprocess"]
+    try:
+        import rclpy  # noqa: F401
+
+        transports.append("ros2")
+    except ImportError:
+        pass
+    out = {}
+    with scoped_environ({"SIM2REAL_ORT_THREADS": "1"}):
+        for via in transports:
+            result = evaluate(model, EvalConfig(scenario=scenario, episodes=episodes, seed=seed, policy=via),
+                              progress=False)
+            out[via] = {"steps_per_s": result["steps_per_s"], "success_rate": result["success_rate"],
+                        "latency_ms": {k: result["latency_ms"][k] for k in ("p50", "p99")}}
+    return {"eval_by_policy": out, "eval_by_policy_episodes": episodes}
+
+
 def format_rows(results: dict) -> str:
     lines = [f"evaluation: {results['eval_episodes']} episodes of '{results['eval_scenario']}' "
              f"({results['eval_policy']})", f"{'workers':<10}{'wall s':>10}{'steps/s':>10}"]
     for n, seconds in results["eval_wall_s"].items():
         lines.append(f"{n:<10}{seconds:>10.1f}{results['eval_steps_per_s_by_workers'][n]:>10.1f}")
+    by_policy = results.get("eval_by_policy")
+    if by_policy:
+        lines += ["", f"model in the loop, {results['eval_by_policy_episodes']} episodes, 1 worker",
+                  f"{'policy':<10}{'steps/s':>10}{'p50 ms':>10}{'p99 ms':>10}"]
+        lines += [f"{via:<10}{f['steps_per_s']:>10.1f}{f['latency_ms']['p50']:>10.2f}{f['latency_ms']['p99']:>10.2f}"
+                  for via, f in by_policy.items()]
     return "\n".join(lines)
 
 

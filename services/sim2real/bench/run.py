@@ -87,7 +87,7 @@ def bench_inference(checkpoint: Path, models: dict[str, Path], size: int, repeat
 
 
 def run_bench(out: Path, quick: bool = False) -> dict:
-    from sim2real.bench.eval_queue import bench_eval_wall
+    from sim2real.bench.eval_queue import bench_eval_transports, bench_eval_wall
     from sim2real.bench.ros2_loop import bench_ros2_loop
 
     results: dict = {"machine": machine.describe()}
@@ -107,6 +107,8 @@ def run_bench(out: Path, quick: bool = False) -> dict:
         _say("ROS 2 loop: image published → cmd_vel received, across two processes …")
         results["ros2_loop_ms"] = bench_ros2_loop(models["int8"], repeats=100 if quick else 500)
         results["ros2_loop_model"] = f"INT8 ONNX at {PIPELINE_SIZE}x{PIPELINE_SIZE} input; 224x224 32FC1 images"
+        _say("evaluation of that model: in-process and through the ROS 2 node …")
+        results.update(bench_eval_transports(str(models["int8"]), episodes=2 if quick else 10))
     _say("evaluation …")
     results.update(bench_eval_wall(episodes=4 if quick else 100))
     write_json_atomic(out, results)
