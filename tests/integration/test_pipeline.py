@@ -55,3 +55,26 @@ def test_eval_gate_exit_code_follows_min_success(tmp_path):
     failed = sim2real(*args, "--min-success", "0.5", cwd=tmp_path)
     assert failed.returncode == 1 and "below" in failed.stderr
     assert json.loads((tmp_path / "r.json").read_text())["success_rate"] == 0.0
+
+
+def test_a_failed_run_is_marked_and_latest_is_untouched(tmp_path, monkeypatch):
+    from sim2real.pipeline import PipelineConfig, run_pipeline
+    from sim2real.train import trainer
+
+    def broken_train(*args, **kwargs):
+        raise RuntimeError("out of memory\nsecond line")
+
+    monkeypatch.setattr(trainer, "train", broken_train)
+    artifacts = tmp_path / "artifacts"
+    config = PipelineConfig(scenario="tiny", num_images=8, workers=1, artifacts=artifacts, run_id="r1",
+                            progress=False)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_pipeline(config)
+
+    assert sorted(p.name for p in (artifacts / "runs").iterdir()) == ["r1.failed"]
+    failed = json.loads((artifacts / "runs" / "r1.failed" / "failed.json").read_text())
+    assert failed["stage"] == "train" and failed["error"] == "RuntimeError: out of memory"
+    assert "datagen" in failed["stage_seconds"] and (artifacts / "runs" / "r1.failed" / "dataset").is_dir()
+    assert not (artifacts / "latest").exists()
+    with pytest.raises(ValueError, match="already exists"):
+        run_pipeline(config)
