@@ -88,6 +88,20 @@ def test_report_compares_side_by_side(expert_result, tmp_path):
     assert "expert (ceiling)" in page and "spin" in page
 
 
+def test_each_episode_records_its_arena_and_the_report_draws_every_size(tmp_path):
+    from sim2real.eval.report import write_report
+
+    scenario = tmp_path / "rooms.yaml"
+    scenario.write_text("name: rooms\narena:\n  size_range_m: [[3.0, 6.0], [3.0, 6.0]]\n"
+                        "obstacles:\n  count: [1, 2]\ncamera:\n  width: 64\n  height: 64\n"
+                        "episode:\n  duration_s: 2.0\n")
+    result = evaluate("spin", EvalConfig(scenario=str(scenario), episodes=3), progress=False)
+    sizes = [tuple(ep["arena_size_m"]) for ep in result["per_episode"]]
+    assert len(set(sizes)) == 3 and all(3.0 <= side <= 6.0 for size in sizes for side in size)
+    write_report(result, tmp_path / "r.html")
+    assert (tmp_path / "r.html").read_text().count("data:image/png;base64,") >= 2
+
+
 def test_same_seed_same_episodes_and_workers_do_not_change_results():
     one = evaluate("expert", tiny(3, seed=7), progress=False)
     two = evaluate("expert", tiny(3, seed=7, workers=2), progress=False)

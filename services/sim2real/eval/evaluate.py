@@ -172,6 +172,7 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
         "path_length_m": round(path_length, 4),
         "steps": steps,
         "stop_commands": stop_commands,
+        "arena_size_m": [round(float(v), 4) for v in world.arena_size],
         "start": [round(start.x, 4), round(start.y, 4), round(start.yaw, 4)],
         "trajectory": [[round(x, 3), round(y, 3)] for x, y in kept],
         "collision_point": [round(v, 4) for v in collision_point] if collision_point is not None else None,

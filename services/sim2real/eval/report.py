@@ -31,12 +31,16 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _arena(ax, size: tuple[float, float]) -> None:
+def _arena(ax, sizes: list[tuple[float, float]]) -> None:
+    """The arena walls: one solid outline, or a thin one per size when episodes drew different sizes."""
     from matplotlib.patches import Rectangle
 
-    sx, sy = size
-    ax.add_patch(Rectangle((-sx / 2, -sy / 2), sx, sy, fill=False, lw=2.0, ec="black"))
+    distinct = sorted(set(sizes))
+    for sx, sy in distinct:
+        ax.add_patch(Rectangle((-sx / 2, -sy / 2), sx, sy, fill=False, ec="black",
+                               lw=2.0 if len(distinct) == 1 else 0.6, alpha=1.0 if len(distinct) == 1 else 0.35))
     pad = 0.2
+    sx, sy = max(size[0] for size in distinct), max(size[1] for size in distinct)
     ax.set_xlim(-sx / 2 - pad, sx / 2 + pad)
     ax.set_ylim(-sy / 2 - pad, sy / 2 + pad)
     ax.set_aspect("equal")
@@ -76,17 +80,23 @@ def _episode(ax, ep: dict, lw: float, alpha: float, robot_radius: float | None =
 def trajectory_figure(result: dict) -> bytes:
     """All episodes overlaid (left) and a few episodes with their obstacles (right)."""
     episodes = result["per_episode"]
-    size = tuple(result.get("arena_size_m", (8.0, 8.0)))
+    default = tuple(result.get("arena_size_m", (8.0, 8.0)))
+
+    def size(ep: dict) -> tuple[float, float]:
+        return tuple(ep.get("arena_size_m", default))
+
     fig = _figure(14.0, 6.6)
     grid = fig.add_gridspec(2, 5)
     ax = fig.add_subplot(grid[:, :2])
-    _arena(ax, size)
+    _arena(ax, [size(ep) for ep in episodes] or [default])
     alpha = 0.75 if len(episodes) <= 30 else 0.45
     for ep in episodes:
         _episode(ax, ep, lw=1.0, alpha=alpha)
     ok = sum(ep["success"] for ep in episodes)
+    rooms = len({size(ep) for ep in episodes})
     ax.set_title(f"all {len(episodes)} episodes: {ok} succeeded (green), {len(episodes) - ok} failed (red), "
-                 f"x = collision, o = start", fontsize=9)
+                 f"x = collision, o = start" + (f"\n{rooms} arena sizes, one thin outline each" if rooms > 1 else ""),
+                 fontsize=9)
 
     # Up to half the panels for failures, the rest successes; either fills in when the other runs out.
     failures = [ep for ep in episodes if not ep["success"]]
@@ -96,7 +106,7 @@ def trajectory_figure(result: dict) -> bytes:
     chosen = sorted(chosen, key=lambda ep: ep["index"])
     for k, ep in enumerate(chosen):
         sub = fig.add_subplot(grid[k // 3, 2 + k % 3])
-        _arena(sub, size)
+        _arena(sub, [size(ep)])
         _obstacles(sub, ep.get("obstacles", []))
         _episode(sub, ep, lw=1.6, alpha=0.95, robot_radius=result.get("robot_radius_m"))
         verdict = "success" if ep["success"] else ("collision" if ep["collided"] else "too little progress")
