@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import secrets
 import signal
@@ -127,8 +128,6 @@ class Ros2NodePolicy(Policy):
         would be taken for an answer: a flat warm-up image is sent until a moving command comes
         back (every valid image gets one), after which the node answers once per image.
         """
-        import json
-
         end = time.monotonic() + timeout_s
         while not (self._models and self._image_pub.get_subscription_count() > 0
                    and self._node.count_publishers(f"{self.namespace}/{CMD_VEL_TOPIC}") > 0):
