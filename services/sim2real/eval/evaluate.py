@@ -24,6 +24,7 @@ from sim2real.contracts.actions import STOP
 from sim2real.contracts.manifest import write_json_atomic
 from sim2real.contracts.scenario import Scenario, load_scenario
 from sim2real.environment import scoped_environ
+from sim2real.eval.frames import command_label, encode_frame, frame_steps, select_samples
 from sim2real.contracts.evaluation import POLICY_TRANSPORTS
 from sim2real.eval.policies import Policy, make_policy
 from sim2real.sim import registry
@@ -106,7 +107,8 @@ def _histogram(values: np.ndarray, bins: int = 40) -> dict:
 
 def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: int, index: int,
                 latency_ms: float = 0.0) -> dict:
-    """One closed-loop episode. Returns its record plus ``_latencies`` (ms per step, removed later)."""
+    """One closed-loop episode. Returns its record plus ``_latencies`` (ms per step) and ``_frames``
+    (sample depth frames, :mod:`sim2real.eval.frames`), which ``summarize`` removes."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
     world = sample_world(scenario, rng)
     start = sample_free_pose(world, scenario.obstacles.start_clearance_m, rng)
@@ -124,6 +126,13 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
     pending: list[tuple[float, object]] = []   # (time it takes effect, twist), in time order
     active = STOP
     collided, collision_point, steps, stop_commands = False, None, 0, 0
+    keep = frame_steps(index, n_steps)
+    frames: list[dict] = []
+
+    def frame(k: int, depth: np.ndarray, twist, collision: bool = False) -> dict:
+        return encode_frame(depth, scenario.camera.max_range_m, episode=index, step=k, t_s=k * dt, twist=twist,
+                            label=command_label(twist, robot.forward_speed_mps, robot.turn_rate_radps),
+                            collision=collision)
     path_length = 0.0
     for k in range(n_steps):
         t = k * dt
@@ -132,6 +141,8 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
         twist = policy.command(depth, pose, world, robot)
         latencies.append((time.perf_counter() - t0) * 1e3)
         stop_commands += twist == STOP
+        if k in keep:
+            frames.append(frame(k, depth, twist))
         if delay <= 0:
             result = backend.step(twist, dt)
             collided = result.collided
@@ -155,6 +166,7 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
         pose = new_pose
         trajectory.append((pose.x, pose.y))
         if collided:
+            frames.append(frame(k, depth, twist, collision=True))
             point = getattr(backend, "contact_point", lambda: None)()
             collision_point = list(point) if point is not None else [pose.x, pose.y]
             break
@@ -182,13 +194,15 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
         "latency_ms_mean": round(float(np.mean(latencies)), 4) if latencies else 0.0,
         "latency_ms_p99": round(_percentile(latencies, 99), 4),
         "_latencies": latencies,
+        "_frames": frames,
     }
 
 
 def summarize(records: list[dict], config: EvalConfig, scenario: Scenario, *, model: str, policy_kind: str,
               model_sha256: str | None, workers: int, wall_s: float) -> dict:
-    """The result dict from per-episode records (each with its ``_latencies``, removed here), in any order."""
+    """The result dict from per-episode records (``_latencies`` and ``_frames`` are removed here), in any order."""
     records = sorted(records, key=lambda r: r["index"])
+    frames = select_samples([r.pop("_frames", []) for r in records])
     latencies = np.concatenate([np.asarray(r.pop("_latencies"), dtype=np.float64) for r in records])
     n = len(records)
     successes = sum(r["success"] for r in records)
@@ -225,6 +239,7 @@ def summarize(records: list[dict], config: EvalConfig, scenario: Scenario, *, mo
         "steps_per_s": round(total_steps / wall_s, 2) if wall_s > 0 else None,
         "wall_s": round(wall_s, 3),
         "config": asdict(config),
+        "sample_frames": frames,
         "per_episode": records,
     }
 

@@ -1,8 +1,9 @@
 """The evaluation report: one self-contained HTML file (plots embedded as PNG) plus the trajectory PNG.
 
 ``write_report(result, path, compare=expert_result)`` shows the policy's headline numbers beside
-the comparison's (the privileged expert: the ceiling), a top-down plot of the episodes and the
-per-step inference latency; given a latency sweep, success against injected command latency.
+the comparison's (the privileged expert: the ceiling), a top-down plot of the episodes, the
+per-step inference latency and sample depth frames with the command chosen on each; given a
+latency sweep, success against injected command latency.
 """
 
 from __future__ import annotations
@@ -133,6 +134,29 @@ def latency_figure(result: dict, compare: dict | None = None) -> bytes:
     return _png(fig)
 
 
+def frames_figure(frames: list[dict], columns: int = 5) -> bytes | None:
+    """The sample depth frames (near dark, far bright, invalid black), each titled with its command."""
+    import matplotlib
+
+    from sim2real.eval.frames import decode_frame
+
+    if not frames:
+        return None
+    rows = math.ceil(len(frames) / columns)
+    fig = _figure(2.6 * columns, 2.5 * rows)
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="black")
+    for k, frame in enumerate(frames):
+        ax = fig.add_subplot(rows, columns, k + 1)
+        image = ax.imshow(decode_frame(frame), cmap=cmap, vmin=0.0, vmax=frame["max_range_m"])
+        when = "last frame before the collision" if frame["collision"] else f"t = {frame['t_s']:.1f} s"
+        ax.set_title(f"episode {frame['episode']}, {when}\n→ {frame['command']}", fontsize=8,
+                     color=_RED if frame["collision"] else "#222")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(image, ax=fig.axes, shrink=0.6, label="depth (m)")
+    return _png(fig)
+
+
 def sweep_figure(sweep: dict) -> bytes:
     """Success rate (with its 95% interval) and collision rate against injected command latency."""
     points = sweep["points"]
@@ -203,7 +227,7 @@ def _episode_table(result: dict) -> str:
 
 
 def render_html(result: dict, trajectories_png: bytes, latency_png: bytes, compare: dict | None = None,
-                sweep: dict | None = None) -> str:
+                sweep: dict | None = None, frames_png: bytes | None = None) -> str:
     mine = _rows(result)
     if compare:
         theirs = dict(_rows(compare))
@@ -242,6 +266,7 @@ details {{ margin: 1em 0; }}
 {img(trajectories_png, "trajectories")}
 <h2>Inference latency</h2>
 {img(latency_png, "latency histogram")}
+{"<h2>What the policy saw, and what it commanded</h2>" + img(frames_png, "sample depth frames") if frames_png else ""}
 {_sweep_section(sweep, sweep_figure(sweep)) if sweep else ""}
 <details><summary>Per-episode results ({result['episodes']})</summary>{_episode_table(result)}</details>
 </body></html>
@@ -257,5 +282,6 @@ def write_report(result: dict, path: Path, compare: dict | None = None, sweep: d
     trajectories = trajectory_figure(result)
     latency = latency_figure(result, compare if compare and compare.get("policy") == "model" else None)
     write_bytes_atomic(path.with_name(f"{path.stem}_trajectories.png"), trajectories)
-    write_bytes_atomic(path, render_html(result, trajectories, latency, compare, sweep).encode("utf-8"))
+    frames = frames_figure(result.get("sample_frames", []))
+    write_bytes_atomic(path, render_html(result, trajectories, latency, compare, sweep, frames).encode("utf-8"))
     return path
