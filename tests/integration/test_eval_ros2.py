@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,22 @@ def test_a_broken_model_is_stopped_by_the_nodes_fail_safe(tmp_path):
     episode = result["per_episode"][0]
     assert episode["stop_commands"] == episode["steps"] == 50
     assert episode["path_length_m"] < 0.01 and not episode["success"] and not episode["collided"]
+
+
+def test_a_killed_evaluator_takes_its_node_with_it(model):
+    script = ("import sys, time\nfrom sim2real.eval.policies import make_policy\n"
+              "policy = make_policy(sys.argv[1], via='ros2')\nprint('ready', flush=True)\ntime.sleep(600)\n")
+    evaluator = subprocess.Popen([sys.executable, "-c", script, str(model)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert evaluator.stdout.readline().strip() == "ready"
+        assert len(_node_processes()) == 1
+    finally:
+        evaluator.kill()
+        evaluator.wait()
+    deadline = time.monotonic() + 20
+    while _node_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _node_processes() == []
 
 
 def test_a_node_that_cannot_start_is_one_line_and_exit_2(tmp_path):

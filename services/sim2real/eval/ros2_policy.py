@@ -46,10 +46,21 @@ UNSERVED_GRACE_S = 0.1
 _PR_SET_PDEATHSIG = 1
 
 
+def _resolve_prctl():
+    """libc's prctl, looked up here in the parent: the forked child must not take the loader's lock."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _resolve_prctl()
+
+
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM it if the evaluator dies (Linux), so no node is orphaned."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 class Ros2NodePolicy(Policy):
