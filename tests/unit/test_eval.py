@@ -8,6 +8,7 @@ import pytest
 
 pytest.importorskip("pybullet")
 
+from helpers_eval import ForwardPolicy, forward_episode  # noqa: E402
 from sim2real.contracts.actions import ACTIONS, FORWARD, STOP, spec, twist_for  # noqa: E402
 from sim2real.contracts.manifest import new_manifest, write_manifest  # noqa: E402
 from sim2real.contracts.preprocessing import PreprocessSpec  # noqa: E402
@@ -111,21 +112,8 @@ def test_same_seed_same_episodes_and_workers_do_not_change_results():
     assert two["workers"] == 2
 
 
-class _Forward(Policy):
-    kind = "forward"
-
-    def act(self, depth, pose, world):
-        return FORWARD
-
-
 def test_driving_straight_stops_at_the_first_collision():
-    scenario = load_scenario("tiny")
-    scenario = scenario.model_copy(update={"episode": scenario.episode.model_copy(update={"duration_s": 20.0})})
-    backend = PybulletBackend(scenario)
-    try:
-        ep = run_episode(backend, _Forward(), scenario, seed=3, index=0)
-    finally:
-        backend.close()
+    ep = forward_episode(index=0)
     assert ep["collided"] and not ep["success"]
     assert ep["steps"] < 200 and ep["collision_point"] is not None
     assert ep["progress_m"] == pytest.approx(ep["path_length_m"], rel=0.02)   # a straight line
@@ -154,7 +142,7 @@ def test_zero_twist_commands_are_counted_and_the_robot_stays_put():
 
 def test_the_default_command_is_the_robots_twist_for_the_action():
     robot = load_scenario("tiny").robot
-    assert _Forward().command(None, None, None, robot) == twist_for(FORWARD, robot.forward_speed_mps,
+    assert ForwardPolicy().command(None, None, None, robot) == twist_for(FORWARD, robot.forward_speed_mps,
                                                                     robot.turn_rate_radps)
 
 

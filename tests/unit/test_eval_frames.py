@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip("pybullet")
 
+from helpers_eval import forward_episode  # noqa: E402
 from sim2real.contracts.actions import STOP, Twist  # noqa: E402
-from sim2real.contracts.scenario import load_scenario  # noqa: E402
-from sim2real.eval.evaluate import EvalConfig, evaluate, run_episode  # noqa: E402
+from sim2real.eval.evaluate import EvalConfig, evaluate  # noqa: E402
 from sim2real.eval.frames import (  # noqa: E402
     MAX_COLLISION_FRAMES,
     MAX_SIDE,
@@ -22,8 +22,6 @@ from sim2real.eval.frames import (  # noqa: E402
     frame_steps,
     select_samples,
 )
-from sim2real.eval.policies import Policy  # noqa: E402
-from sim2real.sim.pybullet_backend import PybulletBackend  # noqa: E402
 
 
 def test_a_frame_round_trips_within_quantisation_and_keeps_invalid_pixels():
@@ -55,21 +53,8 @@ def test_only_the_first_episodes_keep_regular_frames_and_collisions_are_capped()
     assert len(chosen) == 1 + MAX_COLLISION_FRAMES and chosen[0]["step"] == 0
 
 
-class _Forward(Policy):
-    kind = "forward"
-
-    def act(self, depth, pose, world):
-        return 0
-
-
 def test_a_collision_keeps_the_frame_that_drove_into_it():
-    scenario = load_scenario("tiny")
-    scenario = scenario.model_copy(update={"episode": scenario.episode.model_copy(update={"duration_s": 20.0})})
-    backend = PybulletBackend(scenario)
-    try:
-        record = run_episode(backend, _Forward(), scenario, seed=3, index=7)
-    finally:
-        backend.close()
+    record = forward_episode(index=7)
     assert record["collided"]
     (frame,) = record["_frames"]
     assert frame["collision"] and frame["command"] == "forward" and frame["step"] == record["steps"] - 1
