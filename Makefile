@@ -11,7 +11,7 @@ EXTRAS ?= datagen,train,export,runtime,ros,eval,deploy,dev
 
 help:
 	@echo "make run    - the whole pipeline on the built-in CPU defaults (artifacts/latest/)"
-	@echo "make test   - unit and integration tests (installs redis-server if missing)"
+	@echo "make test   - unit, integration and stack tests (installs redis-server, qemu-user, docker.io if missing)"
 	@echo "make bench  - benchmarks; writes artifacts/bench.json"
 	@echo "make images - the five container images (CPU flavour, offline build)"
 	@echo "make test-stack - only the containerized stack test (real Docker engine)"
@@ -30,10 +30,11 @@ run: $(STAMP)
 
 # Unit, integration and stack tests; the stack test installs and starts a Docker engine if needed.
 test: $(STAMP)
-	@command -v redis-server >/dev/null 2>&1 || bash scripts/install-system-deps.sh
+	@bash scripts/install-system-deps.sh
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
+	@bash scripts/install-system-deps.sh
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
 # The containerized stack end to end (starts a Docker engine when none runs).

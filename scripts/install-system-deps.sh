@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# System packages the tests need: a real redis-server for the queue's integration tests.
+# System packages the tests need: a real redis-server for the queue's integration tests, and
+# qemu-user, whose x86-64 emulator (an AVX2-only CPU) runs the INT8 tests of the other ISA class.
 set -euo pipefail
-if command -v redis-server >/dev/null 2>&1; then exit 0; fi
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+case "$(uname -m)" in
+  x86_64|amd64) command -v qemu-x86_64 >/dev/null 2>&1 || missing+=(qemu-user) ;;
+esac
+[ ${#missing[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null
-echo "installed redis-server $(redis-server --version | awk '{print $3}')"
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "installed ${missing[*]}"

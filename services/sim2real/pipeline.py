@@ -93,6 +93,8 @@ def run_pipeline(config: PipelineConfig) -> dict:
     scenario = load_scenario(config.scenario)
     if config.num_images < 1 or config.epochs < 1 or config.episodes < 1 or config.workers < 1:
         raise ValueError("--num, --epochs, --episodes and --workers must each be at least 1")
+    if not 0.0 <= config.min_int8_agreement <= 1.0:
+        raise ValueError(f"--min-int8-agreement must be a fraction between 0 and 1, got {config.min_int8_agreement}")
     run_id = config.run_id or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + scenario.name
     artifacts = Path(config.artifacts)
     run_dir = artifacts / "runs" / run_id

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim2real.bench import machine
+from sim2real import machine
 from sim2real.bench.stats import time_calls
 from sim2real.contracts.manifest import write_json_atomic
 

@@ -283,6 +283,9 @@ def evaluate(model: str | Path, config: EvalConfig, json_out: Path | None = None
     # Validates everything before any work (a policy that cannot start in a pool initializer would be
     # respawned forever), so with workers the main process's policy is closed again at once.
     scenario, policy, backend = prepare(model_text, config)
+    note = getattr(getattr(policy, "model", None), "isa_note", None)
+    if note:
+        print(f"sim2real eval: note: {note}", file=sys.stderr)
     workers = min(config.workers, config.episodes)
     if workers > 1:
         backend.close()                                      # each worker builds its own

@@ -212,6 +212,8 @@ class PolicyNode:
             f"{self.model_info['backend']}: {self.subscription.topic_name} → {self.cmd_pub.topic_name} "
             f"(watchdog {self.params.watchdog_timeout_s:g} s, model info latched on {self.model_pub.topic_name})")
         self.model_pub.publish(String(data=json.dumps(self.model_info, sort_keys=True)))
+        if getattr(self.policy, "isa_note", None):
+            self.logger.warning(self.policy.isa_note)
 
     def _log(self, level: str, message: str) -> None:
         if level == "warn":

@@ -10,14 +10,38 @@ from pathlib import Path
 
 import numpy as np
 
+from sim2real import machine
 from sim2real.contracts.actions import ACTIONS
 from sim2real.contracts.manifest import read_manifest
 from sim2real.contracts.preprocessing import PreprocessSpec, preprocess
 from sim2real.runtime import engines
 
 
+def isa_note(manifest: dict, model_path: str | Path, running: str | None = None) -> str | None:
+    """One line when the model's INT8 kernels were measured on another x86 ISA class than this CPU's.
+
+    None when they match, for FP32 models, and on ARM (where the figure always comes from another
+    machine; what counts there is the TensorRT or ARM build). The export's gate figure is the
+    quantized graph's own and holds on every CPU; the local-kernel figure is this note's subject.
+    """
+    local = manifest.get("local_kernels")
+    running = running or machine.isa()
+    if not isinstance(local, dict) or not machine.is_x86(running) or not machine.is_x86(str(local.get("isa"))):
+        return None
+    if local["isa"] == running:
+        return None
+    gate = (manifest.get("int8_agreement") or {}).get("top1_agreement")
+    return (f"{Path(model_path).name}: its INT8 kernels were measured on {local['isa']} (top-1 agreement with "
+            f"FP32 {local.get('top1_agreement')}); this CPU is {running}, whose ONNX Runtime kernels differ "
+            f"({machine.int8_kernel_class(running)}); the quantized graph's own agreement, {gate}, holds on every CPU")
+
+
 class ModelPolicy:
-    """Load a model and its manifest; ``act`` maps one depth image to an action index."""
+    """Load a model and its manifest; ``act`` maps one depth image to an action index.
+
+    ``isa_note`` is a line to log once when the model's INT8 kernels were measured on another x86
+    ISA class (see :func:`isa_note`), else None.
+    """
 
     def __init__(self, model_path: str | Path, backend: str = "auto"):
         self.model_path = Path(model_path)
@@ -30,6 +54,7 @@ class ModelPolicy:
         self.spec = PreprocessSpec.from_dict(self.manifest["preprocessing"])
         self.sha256 = self.manifest["sha256"]
         self.engine = engines.create(backend, self.model_path)
+        self.isa_note = isa_note(self.manifest, self.model_path) if self.engine.name == "onnxruntime" else None
         self.last_timing_ms: dict[str, float] = {}
 
     def logits(self, depth_m: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ Watchdog timeouts are a property of live time and are not replayed.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Iterable
@@ -86,6 +87,8 @@ def replay(bag: str | Path, model: str | Path, *, topic: str = "/camera/depth/im
     reader_cls, writer_cls, _, store = _rosbags()
     params = params or NodeParams(model_path=str(model), backend=backend)
     policy = ModelPolicy(model, backend=backend)
+    if policy.isa_note:
+        print(f"sim2real replay: note: {policy.isa_note}", file=sys.stderr)
     logged: list[str] = []
     pipeline = DepthToTwist(policy, params, lambda level, message: logged.append(message))
     stats = LatencyStats(stages=("read", "convert", "preprocess", "infer", "total"), window=10**7)
