@@ -112,6 +112,16 @@ def _eval(args: argparse.Namespace) -> int:
     return gate(result, args.min_success)
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from sim2real.eval.compare import run, summary_line
+
+    result = run(Path(args.a), Path(args.b), args.margin, args.min_episodes,
+                 Path(args.json) if args.json else None)
+    print(json.dumps({k: result[k] for k in ("difference", "ci95", "episodes", "holds")}))
+    print(f"sim2real compare: {summary_line(result)}", file=sys.stderr)
+    return 0 if result["holds"] else 1
+
+
 def _run(args: argparse.Namespace) -> int:
     from sim2real.pipeline import PipelineConfig, run_pipeline
 
@@ -235,6 +245,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-success", type=float, help="exit 1 when the success rate is below this")
     _add_common(p, seed=1000)
     p.set_defaults(func=_eval)
+
+    p = verbs.add_parser("compare", help="gate protocol: is eval A no worse than eval B, episode by episode",
+                         description="Pair two `eval --json` results on the same seeds by episode and test "
+                                     "'A is no worse than B': the lower 95%% bound of the paired difference in "
+                                     "success rate (A - B, Newcombe's interval) must be at or above --margin. "
+                                     "Exit 0 when it holds, 1 when not.")
+    p.add_argument("a", help="eval JSON of the candidate (the new model, or the policy)")
+    p.add_argument("b", help="eval JSON of the reference (the old model, or the expert), same --seed")
+    p.add_argument("--margin", type=float, default=-0.05, help="lowest acceptable lower bound (default %(default)s)")
+    p.add_argument("--min-episodes", type=int, default=200,
+                   help="fewest paired episodes the protocol accepts (default %(default)s)")
+    p.add_argument("--json", help="write the comparison here")
+    p.set_defaults(func=_compare)
 
     p = verbs.add_parser("run", help="the whole pipeline on the built-in defaults")
     p.add_argument("--scenario", default="default")
