@@ -108,3 +108,11 @@ def test_on_emulated_avx2_the_onnxruntime_form_computes_what_the_gate_judged(toy
     assert model["max_abs_diff"] <= 0.02 * model["logit_range"]
     manifest = read_manifest(toy_export / "model.int8.onnx")
     assert manifest["int8_agreement"]["top1_agreement"] >= 0.95
+
+
+def test_cpu_score_names_both_kinds_of_arithmetic():
+    from sim2real.bench.cpu_score import cpu_score
+
+    score = cpu_score(repeats=2)
+    assert score["fp32_gflops"] > 0 and score["int8_gops"] > 0
+    assert score["int8_over_fp32"] == pytest.approx(score["int8_gops"] / score["fp32_gflops"], rel=0.02)

@@ -90,7 +90,10 @@ def run_bench(out: Path, quick: bool = False) -> dict:
     from sim2real.bench.eval_queue import bench_eval_transports, bench_eval_wall
     from sim2real.bench.ros2_loop import bench_ros2_loop
 
-    results: dict = {"machine": machine.describe()}
+    from sim2real.bench.cpu_score import cpu_score
+
+    _say(f"machine: {machine.label()}")
+    results: dict = {"machine": {**machine.describe(), "score": cpu_score()}}
     repeats = 50 if quick else 300
     with tempfile.TemporaryDirectory(prefix="sim2real-bench-") as tmp:
         work = Path(tmp)
@@ -119,8 +122,11 @@ def run_bench(out: Path, quick: bool = False) -> dict:
 def format_table(results: dict) -> str:
     from sim2real.bench.eval_queue import format_rows
 
-    lines = [f"machine: {results['machine']['cpu']} × {results['machine']['cores']} cores, "
-             f"GPU: {results['machine']['gpu'] or 'none'}", ""]
+    info = results["machine"]
+    score = info.get("score") or {}
+    lines = [f"machine: {info['cpu']} × {info['cores']} cores, {info.get('isa', '?')}, GPU: {info['gpu'] or 'none'}",
+             f"CPU score (1 thread, 512³): fp32 {score.get('fp32_gflops', '?')} GFLOP/s, "
+             f"int8 {score.get('int8_gops', '?')} GOP/s", ""]
     sections = ((f"inference {BENCH_SIZE}x{BENCH_SIZE}, batch 1", results["inference_ms"]),
                 (f"inference {PIPELINE_SIZE}x{PIPELINE_SIZE}, batch 1", results[f"inference_ms_{PIPELINE_SIZE}"]),
                 ("ROS 2 loop, 2 processes", results["ros2_loop_ms"]))

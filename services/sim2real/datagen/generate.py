@@ -27,13 +27,11 @@ import math
 import multiprocessing
 import numbers
 import queue as queue_module
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from sim2real import __version__
 from sim2real.contracts.actions import ACTIONS, FORWARD, LEFT, RIGHT
@@ -47,6 +45,7 @@ from sim2real.contracts.manifest import (
 )
 from sim2real.contracts.preprocessing import depth_to_millimetres
 from sim2real.contracts.scenario import Scenario, load_scenario
+from sim2real.progress import progress_bar
 from sim2real.sim import registry
 from sim2real.sim.expert import expert_action, path_clear, signed_distances, turn_action
 from sim2real.sim.world import (
@@ -201,7 +200,7 @@ def _pool_shard(job: _ShardJob) -> _ShardResult:
     return _render_shard(job, _progress_queue.put)
 
 
-def _run_pool(jobs: list[_ShardJob], workers: int, bar: tqdm) -> Iterable[_ShardResult]:
+def _run_pool(jobs: list[_ShardJob], workers: int, bar) -> Iterable[_ShardResult]:
     """Render ``jobs`` in ``workers`` processes; yield each result as its shard is finished."""
     ctx = multiprocessing.get_context("spawn")
     progress = ctx.Queue()
@@ -395,8 +394,7 @@ def generate(scenario: str | Path, num: int, out: str | Path, seed: int = 0, wor
     try:
         todo = [job for job in jobs if job.index not in done]
         initial = sum(job.count for job in jobs if job.index in done)
-        with tqdm(total=num, initial=initial, unit="img", desc="datagen", file=sys.stderr,
-                  disable=not progress) as bar:
+        with progress_bar(total=num, initial=initial, unit="img", desc="datagen", disable=not progress) as bar:
             stream = (_render_shard(job, bar.update) for job in todo) if workers == 1 or len(todo) <= 1 \
                 else _run_pool(todo, workers, bar)
             for result in stream:

@@ -277,7 +277,7 @@ def _worker_episode(index: int) -> dict:
 def evaluate(model: str | Path, config: EvalConfig, json_out: Path | None = None, report_out: Path | None = None,
              progress: bool = True) -> dict:
     """Evaluate ``model`` ("expert", "spin" or an exported model path) over ``config.episodes`` episodes."""
-    from tqdm import tqdm
+    from sim2real.progress import progress_bar
 
     model_text = str(model)
     # Validates everything before any work (a policy that cannot start in a pool initializer would be
@@ -291,8 +291,7 @@ def evaluate(model: str | Path, config: EvalConfig, json_out: Path | None = None
         backend.close()                                      # each worker builds its own
         policy.close()
     records: list[dict] = []
-    bar = tqdm(total=config.episodes, desc=f"eval {policy.kind}", unit="ep", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=config.episodes, desc=f"eval {policy.kind}", unit="ep", disable=not progress)
     start = time.perf_counter()
     try:
         if workers == 1:

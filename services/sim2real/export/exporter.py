@@ -54,9 +54,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from tqdm import tqdm
 
 from sim2real import machine
+from sim2real.progress import progress_bar
 from sim2real.contracts.dataset import Dataset
 from sim2real.contracts.manifest import atomic_path, manifest_path, new_manifest, read_manifest, write_manifest
 from sim2real.contracts.preprocessing import PreprocessSpec
@@ -286,7 +286,7 @@ def export(checkpoint: Path, out: Path, data: Path | None = None, int8: bool = T
         raise ValueError(f"{checkpoint} is a {ck.get('kind', 'file of unknown kind')}, not a finished checkpoint: "
                          f"export the checkpoint.pt that training writes when it completes")
     spec = PreprocessSpec.from_dict(ck["preprocessing"])
-    with tqdm(total=4 if int8 else 2, desc="export", unit="step", file=sys.stderr, disable=not progress) as bar:
+    with progress_bar(total=4 if int8 else 2, desc="export", unit="step", disable=not progress) as bar:
         bar.set_postfix_str("held-out and calibration images")
         held_x, held_y, calib_x, provenance = _samples(ck, None if data is None else Path(data), spec)
         lineage = list(ck.get("lineage") or [{"kind": "dataset", "sha256": ck["inputs"].get("dataset")}])

@@ -7,7 +7,6 @@ again on its side: its copy of the model must have the sha256 recorded here.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -48,10 +47,9 @@ def wait(queue: Queue, job_id: str, timeout_s: float | None = None, poll_s: floa
             if info is None:
                 raise RuntimeError(f"job {job_id} is unknown to {queue.url} (expired, or Redis lost its data)")
             if progress and bar is None:
-                from tqdm import tqdm
+                from sim2real.progress import progress_bar
 
-                bar = tqdm(total=int(info["shards"]), desc=f"job {job_id}", unit="shard", file=sys.stderr,
-                           dynamic_ncols=True)
+                bar = progress_bar(total=int(info["shards"]), desc=f"job {job_id}", unit="shard")
             if bar is not None:
                 bar.update(int(info["shards_done"]) - bar.n)
             if info["status"] == "done":

@@ -37,7 +37,6 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from sim2real.contracts import actions
 from sim2real.contracts.actions import ACTIONS, LEFT, RIGHT
@@ -45,6 +44,7 @@ from sim2real.contracts.dataset import Dataset
 from sim2real.contracts.manifest import (atomic_path, manifest_path, new_manifest, read_manifest, write_json_atomic,
                                          write_manifest)
 from sim2real.contracts.preprocessing import PreprocessSpec, depth_from_millimetres, preprocess_batch
+from sim2real.progress import progress_bar
 from sim2real.train import distributed
 from sim2real.train.augment import SensorAugment, augment_millimetres
 from sim2real.train.distributed import DistEnv
@@ -545,8 +545,8 @@ class _Run:
         epoch_rng = np.random.default_rng([config.seed, epoch])
         order = epoch_rng.permutation(len(self.x_train))
         flips = torch.from_numpy(epoch_rng.random(len(self.x_train)) < 0.5)
-        bar = tqdm(range(steps), desc=f"epoch {epoch}/{config.epochs}", unit="batch", file=sys.stderr,
-                   disable=not self.progress, leave=False)
+        bar = progress_bar(range(steps), desc=f"epoch {epoch}/{config.epochs}", unit="batch",
+                           disable=not self.progress, leave=False)
         total_loss, correct, count = 0.0, 0, 0
         started = time.perf_counter()
         # The next batch (sensor augmentation + the contract's preprocessing, numpy, mostly outside the
