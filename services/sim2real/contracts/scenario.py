@@ -4,23 +4,44 @@ A scenario names the arena, obstacles, robot, camera, sensor noise, randomizatio
 episode rules. Ranges are ``[low, high]`` pairs sampled uniformly per scene (or per image, for the
 camera). Built-in scenarios live in ``contracts/scenarios/<name>.yaml``; a path to a user's file
 works wherever a name does. Unknown keys and bad values are errors that name the key.
+
+Bounds: every number carries its lowest and highest value in its type, with one of four
+helpers, so a new key cannot be added without them (a test checks it):
+
+- ``Real(low, high)`` / ``Int(low, high)``: one number, ``low <= x <= high``
+  (``Real(0, high, open_low=True)``: ``0 < x <= high``);
+- ``RealRange(low, high)`` / ``IntRange(low, high)``: a ``[lo, hi]`` pair with
+  ``low <= lo <= hi <= high``.
+
+NaN and infinities are refused everywhere. :func:`bounds_table` lists every bound; the table in
+``docs/scenarios.md`` is that list. Checks that span keys (an arena that cannot hold its
+obstacles, an episode without a control step) are in the section's or the scenario's validator,
+naming the key to change.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sim2real.contracts.manifest import sha256_bytes
 
 BUILTIN_DIR = Path(__file__).with_name("scenarios")
 
-Range = tuple[float, float]
 ShapeName = Literal["box", "cylinder", "pole", "wall"]
+
+# A scenario whose largest obstacle count needs more floor than this share of its smallest arena
+# is refused. The need is estimated generously (a disc of the mean footprint radius plus half the
+# gap per obstacle); sim.world places every obstacle up to about 0.7 of it, and falls a few short
+# of the count between 0.7 and 1.
+MAX_OBSTACLE_COVER = 1.0
+# A gated evaluation (--min-success) needs episodes of at least this many control steps.
+MIN_GATE_STEPS = 10
 
 
 class ScenarioError(ValueError):
@@ -28,17 +49,43 @@ class ScenarioError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-def _check_range(name: str, value: Range, low: float | None = None, high: float | None = None) -> None:
-    lo, hi = value
-    if lo > hi:
-        raise ValueError(f"{name}: low {lo} is above high {hi}")
-    if low is not None and lo < low:
-        raise ValueError(f"{name}: {lo} is below {low}")
-    if high is not None and hi > high:
-        raise ValueError(f"{name}: {hi} is above {high}")
+# ----------------------------------------------------------------------------- bounded types
+def Real(low: float, high: float, open_low: bool = False, open_high: bool = False):  # noqa: N802 (a type)
+    """A finite float within ``[low, high]``; ``open_low`` / ``open_high`` leave that end out."""
+    return Annotated[float, Field(**{"gt" if open_low else "ge": low, "lt" if open_high else "le": high})]
+
+
+def Int(low: int, high: int):  # noqa: N802
+    """A whole number within ``[low, high]``."""
+    return Annotated[int, Field(ge=low, le=high)]
+
+
+def _check_pair(low: float, high: float):
+    def check(value: tuple) -> tuple:
+        lo, hi = value
+        if lo > hi:
+            raise ValueError(f"low {lo} is above high {hi}")
+        if lo < low:
+            raise ValueError(f"{lo} is below {low}")
+        if hi > high:
+            raise ValueError(f"{hi} is above {high}")
+        return value
+    return check
+
+
+def RealRange(low: float, high: float):  # noqa: N802
+    """A ``[lo, hi]`` range of finite floats with ``low <= lo <= hi <= high``."""
+    return Annotated[tuple[float, float], AfterValidator(_check_pair(low, high)), Field(json_schema_extra={
+        "bounds": [low, high]})]
+
+
+def IntRange(low: int, high: int):  # noqa: N802
+    """A ``[lo, hi]`` range of whole numbers with ``low <= lo <= hi <= high``."""
+    return Annotated[tuple[int, int], AfterValidator(_check_pair(low, high)), Field(json_schema_extra={
+        "bounds": [low, high]})]
 
 
 class Partitions(_Strict):
@@ -49,17 +96,10 @@ class Partitions(_Strict):
     remains), at a position along the wall drawn from ``position_frac`` (0 = one corner, 1 = the other).
     """
 
-    count: tuple[int, int] = (0, 0)
-    length_frac: Range = (0.2, 0.45)
-    position_frac: Range = (0.2, 0.8)
-    thickness_m: float = Field(0.1, gt=0)
-
-    @model_validator(mode="after")
-    def _ranges(self) -> "Partitions":
-        _check_range("count", self.count, 0)
-        _check_range("length_frac", self.length_frac, 0.05, 0.6)
-        _check_range("position_frac", self.position_frac, 0.0, 1.0)
-        return self
+    count: IntRange(0, 8) = (0, 0)
+    length_frac: RealRange(0.05, 0.6) = (0.2, 0.45)
+    position_frac: RealRange(0.0, 1.0) = (0.2, 0.8)
+    thickness_m: Real(0, 1, open_low=True) = 0.1
 
 
 class Arena(_Strict):
@@ -69,20 +109,17 @@ class Arena(_Strict):
     the fixed ``size_m``; ``partitions`` adds interior walls.
     """
 
-    size_m: tuple[float, float] = (8.0, 8.0)
-    size_range_m: tuple[Range, Range] | None = None
-    wall_height_m: float = Field(0.6, gt=0)
-    wall_thickness_m: float = Field(0.1, gt=0)
+    size_m: tuple[Real(2, 100), Real(2, 100)] = (8.0, 8.0)
+    size_range_m: tuple[RealRange(2, 100), RealRange(2, 100)] | None = None
+    wall_height_m: Real(0, 10, open_low=True) = 0.6
+    wall_thickness_m: Real(0, 2, open_low=True) = 0.1
     partitions: Partitions = Partitions()
 
-    @model_validator(mode="after")
-    def _positive(self) -> "Arena":
-        if min(self.size_m) < 2.0:
-            raise ValueError("size_m: each side must be at least 2 m")
+    def smallest(self) -> tuple[float, float]:
+        """The smallest room this arena can be (x, y)."""
         if self.size_range_m is not None:
-            for axis, side in zip("xy", self.size_range_m):
-                _check_range(f"size_range_m ({axis})", side, 2.0)
-        return self
+            return self.size_range_m[0][0], self.size_range_m[1][0]
+        return self.size_m
 
 
 class Obstacles(_Strict):
@@ -95,39 +132,41 @@ class Obstacles(_Strict):
     a ``[low, high]`` range drawn per scene.
     """
 
-    count: tuple[int, int] = (6, 12)
-    shapes: tuple[ShapeName, ...] = ("box", "cylinder")
-    shape_weights: tuple[float, ...] | None = None
-    size_m: Range = (0.15, 0.5)
-    height_m: Range = (0.3, 1.0)
-    pole_radius_m: Range = (0.02, 0.05)
-    wall_length_m: Range = (0.8, 2.0)
-    wall_thickness_m: Range = (0.05, 0.15)
-    yaw_deg: Range = (-180.0, 180.0)
-    min_gap_m: float | Range = 0.5
-    start_clearance_m: float = Field(0.8, ge=0)
+    count: IntRange(0, 100) = (6, 12)
+    shapes: tuple[ShapeName, ...] = Field(("box", "cylinder"), max_length=16)
+    shape_weights: tuple[Real(0, 1000), ...] | None = Field(None, max_length=16)
+    size_m: RealRange(0.02, 5) = (0.15, 0.5)
+    height_m: RealRange(0.05, 10) = (0.3, 1.0)
+    pole_radius_m: RealRange(0.005, 0.5) = (0.02, 0.05)
+    wall_length_m: RealRange(0.1, 20) = (0.8, 2.0)
+    wall_thickness_m: RealRange(0.01, 2) = (0.05, 0.15)
+    yaw_deg: RealRange(-180, 180) = (-180.0, 180.0)
+    min_gap_m: Union[Real(0, 10), RealRange(0, 10)] = 0.5
+    start_clearance_m: Real(0, 10) = 0.8
 
     @model_validator(mode="after")
-    def _ranges(self) -> "Obstacles":
+    def _shapes(self) -> "Obstacles":
         if not self.shapes:
             raise ValueError("shapes: list at least one shape")
         if self.shape_weights is not None:
             if len(self.shape_weights) != len(self.shapes):
                 raise ValueError(f"shape_weights: {len(self.shape_weights)} weights for {len(self.shapes)} shapes")
-            if min(self.shape_weights) < 0 or sum(self.shape_weights) <= 0:
-                raise ValueError("shape_weights: weights must be non-negative and not all zero")
-        _check_range("count", self.count, 0)
-        _check_range("size_m", self.size_m, 0.02)
-        _check_range("height_m", self.height_m, 0.05)
-        _check_range("pole_radius_m", self.pole_radius_m, 0.005)
-        _check_range("wall_length_m", self.wall_length_m, 0.1)
-        _check_range("wall_thickness_m", self.wall_thickness_m, 0.01)
-        _check_range("yaw_deg", self.yaw_deg, -180.0, 180.0)
-        if isinstance(self.min_gap_m, tuple):
-            _check_range("min_gap_m", self.min_gap_m, 0.0)
-        elif self.min_gap_m < 0:
-            raise ValueError(f"min_gap_m: {self.min_gap_m} is below 0")
+            if sum(self.shape_weights) <= 0:
+                raise ValueError("shape_weights: weights must not be all zero")
         return self
+
+    def mean_footprint_m(self) -> float:
+        """Expected footprint radius of one obstacle (range midpoints, shapes by weight)."""
+        mid = {name: sum(getattr(self, name)) / 2 for name in ("size_m", "pole_radius_m", "wall_length_m",
+                                                                "wall_thickness_m")}
+        radius = {"box": math.hypot(mid["size_m"], mid["size_m"]), "cylinder": mid["size_m"],
+                  "pole": mid["pole_radius_m"],
+                  "wall": math.hypot(mid["wall_length_m"] / 2, mid["wall_thickness_m"] / 2)}
+        weights = self.shape_weights or (1.0,) * len(self.shapes)
+        return sum(w * radius[s] for s, w in zip(self.shapes, weights)) / sum(weights)
+
+    def min_gap_low(self) -> float:
+        return self.min_gap_m[0] if isinstance(self.min_gap_m, tuple) else self.min_gap_m
 
 
 class StartPose(_Strict):
@@ -137,41 +176,33 @@ class StartPose(_Strict):
     ``yaw_deg`` the heading range. The pose also keeps ``obstacles.start_clearance_m`` from every surface.
     """
 
-    x_m: Range | None = None
-    y_m: Range | None = None
-    yaw_deg: Range = (-180.0, 180.0)
-
-    @model_validator(mode="after")
-    def _ranges(self) -> "StartPose":
-        for name in ("x_m", "y_m"):
-            if getattr(self, name) is not None:
-                _check_range(name, getattr(self, name))
-        _check_range("yaw_deg", self.yaw_deg, -180.0, 180.0)
-        return self
+    x_m: RealRange(-50, 50) | None = None
+    y_m: RealRange(-50, 50) | None = None
+    yaw_deg: RealRange(-180, 180) = (-180.0, 180.0)
 
 
 class Robot(_Strict):
     """A differential-drive base; the footprint is a cylinder of ``radius_m``."""
 
-    radius_m: float = Field(0.18, gt=0)
-    height_m: float = Field(0.15, gt=0)
-    mass_kg: float = Field(4.0, gt=0)
-    wheel_radius_m: float = Field(0.05, gt=0)
-    wheel_separation_m: float = Field(0.30, gt=0)
-    forward_speed_mps: float = Field(0.5, gt=0)
-    turn_rate_radps: float = Field(0.5, gt=0)
+    radius_m: Real(0, 2, open_low=True) = 0.18
+    height_m: Real(0, 2, open_low=True) = 0.15
+    mass_kg: Real(0, 1000, open_low=True) = 4.0
+    wheel_radius_m: Real(0, 1, open_low=True) = 0.05
+    wheel_separation_m: Real(0, 5, open_low=True) = 0.30
+    forward_speed_mps: Real(0, 5, open_low=True) = 0.5
+    turn_rate_radps: Real(0, 5, open_low=True) = 0.5
 
 
 class Camera(_Strict):
     """A forward-looking pinhole depth camera at the front of the robot."""
 
-    width: int = Field(224, ge=16, le=1280)
-    height: int = Field(224, ge=16, le=1024)
-    hfov_deg: float = Field(87.0, gt=10, lt=170)
-    mount_height_m: float = Field(0.25, gt=0)
-    pitch_deg: float = Field(10.0, ge=-45, le=45, description="downward tilt")
-    min_range_m: float = Field(0.1, gt=0)
-    max_range_m: float = Field(5.0, gt=0)
+    width: Int(16, 1280) = 224
+    height: Int(16, 1024) = 224
+    hfov_deg: Real(10, 170, open_low=True, open_high=True) = 87.0
+    mount_height_m: Real(0, 5, open_low=True) = 0.25
+    pitch_deg: Real(-45, 45) = Field(10.0, description="downward tilt")
+    min_range_m: Real(0, 100, open_low=True) = 0.1
+    max_range_m: Real(0, 100, open_low=True) = 5.0
 
     @model_validator(mode="after")
     def _range(self) -> "Camera":
@@ -184,36 +215,16 @@ class Noise(_Strict):
     """Depth sensor model applied by every backend after rendering (``sim.sensors``), in this order:
     shadows, edge holes, stereo noise, quantisation, min/max range, dropout."""
 
-    stereo_sigma_per_m2: float = Field(0.0, ge=0, description="std dev = k * z^2 (metres)")
-    dropout: float = Field(0.0, ge=0, le=1, description="fraction of pixels read as invalid")
-    edge_hole_prob: float = Field(0.0, ge=0, le=1,
-                                  description="chance that a pixel on a depth edge reads invalid")
-    edge_jump_m: float = Field(0.1, gt=0, description="depth step between neighbours that makes an edge")
-    shadow_baseline_m: float = Field(0.0, ge=0, le=0.5,
-                                     description="stereo baseline; pixels the second imager cannot see "
-                                                 "read invalid (0 = no shadows)")
-    quantization_m: float = Field(0.0, ge=0, le=0.5,
-                                  description="depth step at 1 m (0 = none)")
+    stereo_sigma_per_m2: Real(0, 1) = Field(0.0, description="std dev = k * z^2 (metres)")
+    dropout: Real(0, 1) = Field(0.0, description="fraction of pixels read as invalid")
+    edge_hole_prob: Real(0, 1) = Field(0.0, description="chance that a pixel on a depth edge reads invalid")
+    edge_jump_m: Real(0, 10, open_low=True) = Field(0.1, description="depth step between neighbours that "
+                                                                     "makes an edge")
+    shadow_baseline_m: Real(0, 0.5) = Field(0.0, description="stereo baseline; pixels the second imager cannot "
+                                                               "see read invalid (0 = no shadows)")
+    quantization_m: Real(0, 0.5) = Field(0.0, description="depth step at 1 m (0 = none)")
     quantization_mode: Literal["depth", "disparity"] = Field(
         "disparity", description="'depth': a fixed step; 'disparity': the step grows with z^2 (stereo)")
-
-
-# Bounds of each per-image range: (lowest low, highest high); None = unbounded.
-_RANDOMIZATION_BOUNDS: dict[str, tuple[float | None, float | None]] = {
-    "camera_height_m": (0.01, None),
-    "camera_pitch_deg": (-45.0, 45.0),
-    "camera_hfov_deg": (10.0, 170.0),
-    "camera_roll_deg": (-20.0, 20.0),
-    "camera_yaw_deg": (-20.0, 20.0),
-    "camera_lateral_m": (-0.5, 0.5),
-    "stereo_sigma_per_m2": (0.0, None),
-    "dropout": (0.0, 1.0),
-    "edge_hole_prob": (0.0, 1.0),
-    "shadow_baseline_m": (0.0, 0.5),
-    "quantization_m": (0.0, 0.5),
-    "min_range_m": (0.0, None),
-    "max_range_m": (0.0, None),
-}
 
 
 class Randomization(_Strict):
@@ -224,43 +235,49 @@ class Randomization(_Strict):
     reused (0 = continuous).
     """
 
-    camera_height_m: Range | None = None
-    camera_pitch_deg: Range | None = None
-    camera_hfov_deg: Range | None = None
-    camera_roll_deg: Range | None = None
-    camera_yaw_deg: Range | None = None
-    camera_lateral_m: Range | None = None
-    stereo_sigma_per_m2: Range | None = None
-    dropout: Range | None = None
-    edge_hole_prob: Range | None = None
-    shadow_baseline_m: Range | None = None
-    quantization_m: Range | None = None
-    min_range_m: Range | None = None
-    max_range_m: Range | None = None
-    hfov_step_deg: float = Field(0.0, ge=0, le=10)
-
-    @model_validator(mode="after")
-    def _ranges(self) -> "Randomization":
-        for name, (low, high) in _RANDOMIZATION_BOUNDS.items():
-            value = getattr(self, name)
-            if value is not None:
-                _check_range(name, value, low, high)
-        return self
+    camera_height_m: RealRange(0.01, 5) | None = None
+    camera_pitch_deg: RealRange(-45, 45) | None = None
+    camera_hfov_deg: RealRange(10, 170) | None = None
+    camera_roll_deg: RealRange(-20, 20) | None = None
+    camera_yaw_deg: RealRange(-20, 20) | None = None
+    camera_lateral_m: RealRange(-0.5, 0.5) | None = None
+    stereo_sigma_per_m2: RealRange(0, 1) | None = None
+    dropout: RealRange(0, 1) | None = None
+    edge_hole_prob: RealRange(0, 1) | None = None
+    shadow_baseline_m: RealRange(0, 0.5) | None = None
+    quantization_m: RealRange(0, 0.5) | None = None
+    min_range_m: RealRange(0, 100) | None = None
+    max_range_m: RealRange(0, 100) | None = None
+    hfov_step_deg: Real(0, 10) = 0.0
 
 
 class Expert(_Strict):
     """The privileged expert's rule: stop-and-turn when its path is blocked within ``stop_distance_m``."""
 
-    stop_distance_m: float = Field(0.7, gt=0, description="free length needed ahead to go forward")
-    corridor_margin_m: float = Field(0.05, ge=0, description="added to the robot radius each side")
-    side_tie_m: float = Field(0.05, ge=0, description="|lateral offset| below which the freer side decides")
+    stop_distance_m: Real(0, 10, open_low=True) = Field(0.7, description="free length needed ahead to go forward")
+    corridor_margin_m: Real(0, 2) = Field(0.05, description="added to the robot radius each side")
+    side_tie_m: Real(0, 1) = Field(0.05, description="|lateral offset| below which the freer side decides")
 
 
 class Episode(_Strict):
-    duration_s: float = Field(20.0, gt=0)
-    control_hz: float = Field(10.0, gt=0, le=200)
-    min_progress_m: float = Field(1.5, ge=0, description="net displacement needed for success")
+    """Episode rules: ``duration_s`` at ``control_hz`` gives ``round(duration_s * control_hz)`` control
+    steps (at least one); success needs ``min_progress_m`` of net displacement and no collision."""
+
+    duration_s: Real(0, 600, open_low=True) = 20.0
+    control_hz: Real(0, 200, open_low=True) = 10.0
+    min_progress_m: Real(0, 100) = Field(1.5, description="net displacement needed for success")
     expert: Expert = Expert()
+
+    @property
+    def steps(self) -> int:
+        return int(round(self.duration_s * self.control_hz))
+
+    @model_validator(mode="after")
+    def _some_steps(self) -> "Episode":
+        if self.steps < 1:
+            raise ValueError(f"duration_s: {self.duration_s} s at {self.control_hz} Hz is no control step; "
+                             f"an episode needs at least {1 / self.control_hz:g} s")
+        return self
 
 
 class Datagen(_Strict):
@@ -272,14 +289,14 @@ class Datagen(_Strict):
     many images are taken in each sampled scene.
     """
 
-    forward_fraction: float | None = Field(None, ge=0, le=1)
-    images_per_world: int = Field(25, ge=1)
+    forward_fraction: Real(0, 1) | None = None
+    images_per_world: Int(1, 10000) = 25
 
 
 class Scenario(_Strict):
-    name: str
-    description: str = ""
-    seed: int = 0
+    name: str = Field(min_length=1, max_length=100)
+    description: str = Field("", max_length=2000)
+    seed: Int(0, 2**32 - 1) = 0
     arena: Arena = Arena()
     obstacles: Obstacles = Obstacles()
     robot: Robot = Robot()
@@ -300,6 +317,29 @@ class Scenario(_Strict):
             raise ValueError(f"{key}: a drawn min range ({min_hi}) could reach the max range ({max_lo})")
         return self
 
+    @model_validator(mode="after")
+    def _room_for_obstacles(self) -> "Scenario":
+        ob = self.obstacles
+        sx, sy = self.arena.smallest()
+        reach = ob.mean_footprint_m()
+        need = ob.count[1] * math.pi * (reach + ob.min_gap_low() / 2) ** 2
+        floor = max(sx - 2 * reach, 0.0) * max(sy - 2 * reach, 0.0)
+        if ob.count[1] and need > MAX_OBSTACLE_COVER * floor:
+            raise ValueError(f"obstacles.count: {ob.count[1]} obstacles (mean footprint radius {reach:.2f} m, "
+                             f"min_gap_m {ob.min_gap_low():g}) need about {need:.1f} m² of floor, more than "
+                             f"the {MAX_OBSTACLE_COVER * floor:.1f} m² of the smallest {sx:g} m x {sy:g} m arena; lower "
+                             f"the count or the sizes, or enlarge the arena")
+        return self
+
+    @model_validator(mode="after")
+    def _start_inside(self) -> "Scenario":
+        sx, sy = self.arena.smallest()
+        for axis, span, half in (("x_m", self.start_pose.x_m, sx / 2), ("y_m", self.start_pose.y_m, sy / 2)):
+            if span is not None and (span[1] < -half or span[0] > half):
+                raise ValueError(f"start_pose.{axis}: {list(span)} lies outside the smallest arena "
+                                 f"(±{half:g} m)")
+        return self
+
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
 
@@ -307,20 +347,83 @@ class Scenario(_Strict):
         """Hash of the scenario's canonical content (not of its file's formatting)."""
         return sha256_bytes(yaml.safe_dump(self.to_dict(), sort_keys=True).encode())
 
+    def gate_problem(self) -> str | None:
+        """Why a success-rate gate on this scenario would mean nothing (None when it can gate).
+
+        A policy that spins in place succeeds when no progress is needed, and an episode of a
+        few control steps cannot tell a policy from standing still.
+        """
+        episode = self.episode
+        if episode.min_progress_m <= 0:
+            return ("episode.min_progress_m is 0, so a robot that never moves succeeds; "
+                    "set the net progress an episode needs")
+        if episode.steps < MIN_GATE_STEPS:
+            return (f"episode.duration_s: {episode.duration_s} s at {episode.control_hz} Hz gives {episode.steps} "
+                    f"control steps per episode; a gate needs at least {MIN_GATE_STEPS}")
+        return None
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _bounds_of(item) -> tuple[str, str] | None:
+    """(lowest, highest) as text for a field or a bounded type, or None when it has no bounds."""
+    if get_origin(item) is Annotated:
+        return next((b for b in map(_bounds_of, get_args(item)[1:]) if b is not None), None)
+    extra = getattr(item, "json_schema_extra", None)
+    if isinstance(extra, dict) and "bounds" in extra:
+        return tuple(map(_number, extra["bounds"]))
+    metadata = getattr(item, "metadata", [])
+    low = next((f"> {_number(m.gt)}" for m in metadata if getattr(m, "gt", None) is not None), None) or \
+        next((_number(m.ge) for m in metadata if getattr(m, "ge", None) is not None), None)
+    high = next((_number(m.le) for m in metadata if getattr(m, "le", None) is not None), None) or \
+        next((f"< {_number(m.lt)}" for m in metadata if getattr(m, "lt", None) is not None), None)
+    return None if low is None and high is None else (low or "", high or "")
+
+
+def _nested(annotation) -> list:
+    """The bounded types inside ``annotation`` (through unions, optionals and tuples)."""
+    if get_origin(annotation) is Annotated:
+        return [annotation]
+    return [leaf for arg in get_args(annotation) if arg is not Ellipsis for leaf in _nested(arg)]
+
+
+def bounds_table(model: type[BaseModel] = Scenario, prefix: str = "") -> list[tuple[str, str, str]]:
+    """Every numeric key of the schema with its (lowest, highest) value, in schema order.
+
+    Sections recurse; a key whose type holds no number (names, shapes, modes) is left out.
+    """
+    rows = []
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{name}"
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            rows += bounds_table(info.annotation, f"{key}.")
+            continue
+        found = [b for b in [_bounds_of(info), *map(_bounds_of, _nested(info.annotation))] if b is not None]
+        rows += [(key, low, high) for low, high in dict.fromkeys(found)]
+    return rows
+
 
 def builtin_names() -> list[str]:
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
 
 
-_FIELD_MESSAGE = re.compile(r"^Value error, ([A-Za-z_][A-Za-z0-9_.]*)(?: \((\w)\))?: (.*)$", re.DOTALL)
+_FIELD_MESSAGE = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*)(?: \((\w)\))?: (.*)$", re.DOTALL)
+_KEY_PART = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 def _format_error(source: str, exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    loc = [str(part) for part in first["loc"]]
+    errors = exc.errors()
+    first = errors[0]
     if first["type"] == "extra_forbidden":
-        return f"scenario {source}: unknown key '{'.'.join(loc)}'"
-    message = first["msg"]
+        return f"scenario {source}: unknown key '{'.'.join(map(str, first['loc']))}'"
+    if any(not _KEY_PART.match(str(part)) for part in first["loc"]):
+        # A union (a number or a range): report the member that got furthest into the value.
+        field = first["loc"][:next(i for i, p in enumerate(first["loc"]) if not _KEY_PART.match(str(p)))]
+        first = max((e for e in errors if e["loc"][:len(field)] == field), key=lambda e: len(e["loc"]))
+    loc = [str(part) for part in first["loc"] if _KEY_PART.match(str(part))]
+    message = re.sub(r"^Value error, ", "", first["msg"])
     match = _FIELD_MESSAGE.match(message)
     if match:   # a cross-field check names its own key: join it to where it was raised
         loc.append(match.group(1))
