@@ -95,8 +95,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from sim2real.eval.evaluate import EvalConfig, evaluate, gate
+    from sim2real.eval.evaluate import EvalConfig, check_gate, evaluate, gate
 
+    check_gate(args.min_success, args.scenario)
     config = EvalConfig(scenario=args.scenario, episodes=args.episodes, seed=args.seed,
                         backend=args.backend, engine=args.engine, workers=args.workers,
                         latency_ms=args.latency_ms, policy=args.policy)
@@ -123,14 +124,14 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from sim2real.eval.evaluate import check_gate, gate
     from sim2real.pipeline import PipelineConfig, run_pipeline
 
+    check_gate(args.min_success, args.scenario)
     config = PipelineConfig(scenario=args.scenario, num_images=args.num, epochs=args.epochs,
                             input_size=args.input_size, episodes=args.episodes, seed=args.seed,
                             workers=args.workers, min_int8_agreement=args.min_int8_agreement,
                             artifacts=Path(args.artifacts))
-    from sim2real.eval.evaluate import gate
-
     return gate(run_pipeline(config), args.min_success)
 
 

@@ -15,12 +15,14 @@ import multiprocessing
 import multiprocessing.util
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from sim2real.contracts.actions import STOP
+from sim2real.contracts.evaluation import MAX_EPISODES, MAX_LATENCY_MS
 from sim2real.contracts.manifest import write_json_atomic
 from sim2real.contracts.scenario import Scenario, load_scenario
 from sim2real.environment import scoped_environ
@@ -58,12 +60,13 @@ def wilson_interval(successes: int, n: int, z: float = WILSON_Z) -> tuple[float,
 
 
 def _validate(config: EvalConfig) -> Scenario:
-    if isinstance(config.episodes, bool) or not isinstance(config.episodes, int) or config.episodes < 1:
-        raise ValueError(f"episodes must be an integer of at least 1 (got {config.episodes!r})")
+    if isinstance(config.episodes, bool) or not isinstance(config.episodes, int) \
+            or not 1 <= config.episodes <= MAX_EPISODES:
+        raise ValueError(f"episodes must be an integer from 1 to {MAX_EPISODES} (got {config.episodes!r})")
     if isinstance(config.workers, bool) or not isinstance(config.workers, int) or config.workers < 1:
         raise ValueError(f"workers must be an integer of at least 1 (got {config.workers!r})")
-    if not (config.latency_ms >= 0 and math.isfinite(config.latency_ms)):
-        raise ValueError(f"latency_ms must be a finite number of at least 0 (got {config.latency_ms!r})")
+    if not 0 <= config.latency_ms <= MAX_LATENCY_MS:
+        raise ValueError(f"latency_ms must be a number from 0 to {MAX_LATENCY_MS:g} (got {config.latency_ms!r})")
     if config.backend not in registry.names():
         raise ValueError(f"unknown simulator backend '{config.backend}' (known: {', '.join(registry.names())})")
     return load_scenario(config.scenario)
@@ -102,10 +105,18 @@ def _histogram(values: np.ndarray, bins: int = 40) -> dict:
     return {"edges": [round(float(e), 5) for e in edges], "counts": [int(c) for c in counts]}
 
 
+class EpisodeInterrupted(Exception):
+    """``run_episode``'s ``interrupt`` asked it to stop; the episode has no record."""
+
+
 def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: int, index: int,
-                latency_ms: float = 0.0) -> dict:
+                latency_ms: float = 0.0, interrupt: Callable[[], bool] | None = None) -> dict:
     """One closed-loop episode. Returns its record plus ``_latencies`` (ms per step) and ``_frames``
-    (sample depth frames, :mod:`sim2real.eval.frames`), which ``summarize`` removes."""
+    (sample depth frames, :mod:`sim2real.eval.frames`), which ``summarize`` removes.
+
+    ``interrupt`` is asked before every control step; when it answers True the episode is
+    abandoned with :class:`EpisodeInterrupted` (a stopping worker hands its shard back).
+    """
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
     world = sample_world(scenario, rng)
     start = sample_free_pose(world, scenario.obstacles.start_clearance_m, rng)
@@ -133,6 +144,8 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
 
     path_length = 0.0
     for k in range(n_steps):
+        if interrupt is not None and interrupt():
+            raise EpisodeInterrupted(f"episode {index} interrupted at step {k}")
         t = k * dt
         depth = backend.render_depth(pose, camera, rng)
         t0 = time.perf_counter()
@@ -327,6 +340,22 @@ def evaluate(model: str | Path, config: EvalConfig, json_out: Path | None = None
 
         write_report(result, Path(report_out))
     return result
+
+
+def check_gate(min_success: float | None, scenario: str | Path | Scenario) -> None:
+    """Refuse, before any work, a ``--min-success`` gate that cannot mean anything.
+
+    The threshold must be a fraction, and the scenario must make success something a policy earns
+    (:meth:`Scenario.gate_problem`: some progress needed, enough control steps per episode).
+    """
+    if min_success is None:
+        return
+    if not (isinstance(min_success, (int, float)) and 0.0 <= min_success <= 1.0):
+        raise ValueError(f"--min-success must be a fraction between 0 and 1, got {min_success!r}")
+    spec = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    problem = spec.gate_problem()
+    if problem:
+        raise ValueError(f"scenario {spec.name} cannot gate a success rate: {problem}")
 
 
 def gate(result: dict, min_success: float | None) -> int:

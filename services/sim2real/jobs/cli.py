@@ -1,6 +1,12 @@
 """The queue's verbs, `worker` and `submit`, added to the main CLI by ``register(verbs)``.
 
 Standalone too: ``python -m sim2real.jobs.cli worker|submit ...`` (same flags, same exit codes).
+
+Where Redis is, and its password: ``--redis URL`` or ``$SIM2REAL_REDIS_URL`` (default
+``redis://127.0.0.1:6379/0``); the password from ``--redis-password-file FILE``,
+``$SIM2REAL_REDIS_PASSWORD_FILE`` or ``$SIM2REAL_REDIS_PASSWORD``, so that it is not on a command
+line (``ps`` shows those to every user). A password inside a ``--redis`` URL still works, with a
+warning. Neither ``--help`` nor any log line or error shows a password.
 """
 
 from __future__ import annotations
@@ -16,19 +22,51 @@ from pathlib import Path
 from sim2real.contracts.evaluation import POLICY_TRANSPORTS
 from sim2real.jobs import DEFAULT_REDIS_URL
 
+PASSWORD_VARIABLE = "SIM2REAL_REDIS_PASSWORD"
+PASSWORD_FILE_VARIABLE = "SIM2REAL_REDIS_PASSWORD_FILE"
 
 
-def _redis_url() -> str:
-    return os.environ.get("SIM2REAL_REDIS_URL", DEFAULT_REDIS_URL)
+def read_password_file(path: str | Path) -> str:
+    """The password in ``path``: its first line, without the line end."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Redis password file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the Redis password file {path}: {type(exc).__name__}") from None
+    password = text.splitlines()[0] if text.strip() else ""
+    if not password:
+        raise ValueError(f"the Redis password file {path} is empty")
+    return password
+
+
+def redis_settings(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(URL, password or None) from the flags and the environment; see the module docstring."""
+    from sim2real.jobs.queue import redact_url, url_password
+
+    url = args.redis or os.environ.get("SIM2REAL_REDIS_URL") or DEFAULT_REDIS_URL
+    if args.redis and url_password(args.redis) is not None:
+        print(f"sim2real {args.verb}: warning: the password in --redis {redact_url(args.redis)} is visible to "
+              f"every user of this machine (ps); use ${PASSWORD_VARIABLE} or --redis-password-file",
+              file=sys.stderr)
+    source = args.redis_password_file or os.environ.get(PASSWORD_FILE_VARIABLE)
+    password = read_password_file(source) if source else os.environ.get(PASSWORD_VARIABLE) or None
+    return url, password
+
+
+def _queue(args: argparse.Namespace, reconnect_timeout_s: float | None):
+    from sim2real.jobs.queue import Queue
+
+    url, password = redis_settings(args)
+    return Queue(url, reconnect_timeout_s=reconnect_timeout_s, password=password)
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from sim2real.jobs.queue import Queue
     from sim2real.jobs.worker import Worker
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s sim2real worker %(levelname)s %(message)s")
-    queue = Queue(args.redis, reconnect_timeout_s=None)
+    queue = _queue(args, reconnect_timeout_s=None)
     worker = Worker(queue, backend=args.backend, name=args.name, artifacts=args.artifacts,
                     claim_idle_s=args.claim_idle_s, max_jobs=args.max_jobs, once=args.once)
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -40,15 +78,16 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from sim2real.jobs.queue import Queue
+    from sim2real.eval.evaluate import check_gate, gate
     from sim2real.jobs.submit import build_job, wait
 
     if not args.wait and (args.json or args.report or args.min_success is not None):
         raise ValueError("--json, --report and --min-success need --wait")
+    check_gate(args.min_success, args.scenario)
     job = build_job(args.model, scenario=args.scenario, episodes=args.episodes, seed=args.seed,
                     backend=args.backend, engine=args.engine, latency_ms=args.latency_ms, shard_size=args.shard_size,
                     policy=args.policy)
-    queue = Queue(args.redis, reconnect_timeout_s=args.reconnect_timeout)
+    queue = _queue(args, reconnect_timeout_s=args.reconnect_timeout)
     try:
         queue.submit(job)
         if not args.wait:
@@ -58,7 +97,6 @@ def _submit(args: argparse.Namespace) -> int:
     finally:
         queue.close()
     from sim2real.contracts.manifest import write_json_atomic
-    from sim2real.eval.evaluate import gate
 
     if args.json:
         write_json_atomic(Path(args.json), result)
@@ -78,11 +116,20 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _add_redis(p: argparse.ArgumentParser) -> None:
+    # No default value here: --help must not print a URL (or a password) taken from the environment.
+    p.add_argument("--redis", metavar="URL",
+                   help=f"Redis URL (default $SIM2REAL_REDIS_URL, else {DEFAULT_REDIS_URL}); keep the password "
+                        f"out of it: a command line is visible to every user")
+    p.add_argument("--redis-password-file", metavar="FILE",
+                   help=f"read the Redis password from the first line of FILE (default ${PASSWORD_FILE_VARIABLE}, "
+                        f"else ${PASSWORD_VARIABLE}, else the URL's)")
+
+
 def register(verbs: argparse._SubParsersAction) -> None:
     """Add the `worker` and `submit` subparsers to ``verbs``."""
     p = verbs.add_parser("worker", help="process evaluation shards from the Redis queue")
-    p.add_argument("--redis", default=_redis_url(),
-                   help="Redis URL (default $SIM2REAL_REDIS_URL or %(default)s)")
+    _add_redis(p)
     p.add_argument("--backend", default="pybullet",
                    help="simulator backend whose shards to take (default %(default)s)")
     p.add_argument("--artifacts", default=os.environ.get("SIM2REAL_ARTIFACTS", "."),
@@ -113,8 +160,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--json", help="write the JSON result here (with --wait)")
     p.add_argument("--report", help="write the HTML report here (with --wait)")
     p.add_argument("--min-success", type=float, help="with --wait: exit 1 when the success rate is below this")
-    p.add_argument("--redis", default=_redis_url(),
-                   help="Redis URL (default $SIM2REAL_REDIS_URL or %(default)s)")
+    _add_redis(p)
     p.set_defaults(func=_submit)
 
 

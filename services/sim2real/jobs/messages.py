@@ -14,12 +14,19 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sim2real.contracts.evaluation import BUILTIN_POLICIES, POLICY_TRANSPORTS
+from sim2real.contracts.evaluation import BUILTIN_POLICIES, MAX_EPISODES, MAX_LATENCY_MS, POLICY_TRANSPORTS
 
 SCHEMA_VERSION = 1
-_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 RECORD_KEYS = ("index", "success", "collided", "progress_m", "path_length_m", "steps", "_latencies")
+MAX_TEXT = 4096           # longest model path, scenario name or path, backend or engine name
+MAX_SEED = 2**63 - 1
+
+
+def valid_job_id(value: object) -> bool:
+    """Whether ``value`` is a job id: 1-64 letters, digits, '-' or '_'."""
+    return isinstance(value, str) and _JOB_ID.fullmatch(value) is not None
 
 
 class MessageError(ValueError):
@@ -39,6 +46,20 @@ def _get(data: dict, name: str, types: type | tuple[type, ...], what: str, optio
     if not isinstance(value, types):
         names = "/".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
         raise MessageError(f"{what}: field '{name}' must be {names} (got {type(value).__name__})")
+    return value
+
+
+def _number(data: dict, name: str, what: str, optional: bool = False) -> float | None:
+    """A finite JSON number as a float (a huge integer is refused, not overflowed)."""
+    value = _get(data, name, (int, float), what, optional)
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        raise MessageError(f"{what}: field '{name}' is too large") from None
+    if not math.isfinite(value):
+        raise MessageError(f"{what}: field '{name}' must be finite")
     return value
 
 
@@ -78,11 +99,13 @@ class JobSpec:
     policy: str = "inprocess"
 
     def __post_init__(self) -> None:
+        if not valid_job_id(self.job_id):
+            raise MessageError(f"job {str(self.job_id)[:80]!r}: job_id must be 1-64 letters, digits, '-' or '_'")
         what = f"job {self.job_id!r}"
-        if not isinstance(self.job_id, str) or not _JOB_ID.match(self.job_id):
-            raise MessageError(f"{what}: job_id must be 1-64 letters, digits, '-' or '_'")
-        if not self.model or not self.scenario or not self.backend or not self.engine:
-            raise MessageError(f"{what}: model, scenario, backend and engine must be non-empty")
+        for name in ("model", "scenario", "backend", "engine"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value or len(value) > MAX_TEXT or "\x00" in value:
+                raise MessageError(f"{what}: {name} must be a non-empty string of at most {MAX_TEXT} characters")
         if self.policy not in POLICY_TRANSPORTS:
             raise MessageError(f"{what}: policy must be one of {', '.join(POLICY_TRANSPORTS)} (got {self.policy!r})")
         if self.model in BUILTIN_POLICIES:
@@ -90,19 +113,21 @@ class JobSpec:
                 raise MessageError(f"{what}: built-in policy '{self.model}' runs in-process only")
             if self.model_sha256 is not None:
                 raise MessageError(f"{what}: built-in policy '{self.model}' has no model_sha256")
-        elif self.model_sha256 is None or not _SHA256.match(self.model_sha256):
+        elif not isinstance(self.model_sha256, str) or not _SHA256.fullmatch(self.model_sha256):
             raise MessageError(f"{what}: model_sha256 must be 64 lowercase hex digits for a model file")
-        if self.scenario_sha256 is not None and not _SHA256.match(self.scenario_sha256):
+        if self.scenario_sha256 is not None and (not isinstance(self.scenario_sha256, str)
+                                                 or not _SHA256.fullmatch(self.scenario_sha256)):
             raise MessageError(f"{what}: scenario_sha256 must be 64 lowercase hex digits")
-        for name in ("episodes", "shard_size"):
+        for name, high in (("episodes", MAX_EPISODES), ("shard_size", MAX_EPISODES)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise MessageError(f"{what}: {name} must be an integer of at least 1 (got {value!r})")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise MessageError(f"{what}: seed must be an integer (got {self.seed!r})")
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+                raise MessageError(f"{what}: {name} must be an integer from 1 to {high} (got {value!r})")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise MessageError(f"{what}: seed must be an integer from 0 to 2**63-1 (got {self.seed!r})")
         if not isinstance(self.latency_ms, (int, float)) or isinstance(self.latency_ms, bool) \
-                or not math.isfinite(self.latency_ms) or self.latency_ms < 0:
-            raise MessageError(f"{what}: latency_ms must be a finite number of at least 0 (got {self.latency_ms!r})")
+                or not 0 <= self.latency_ms <= MAX_LATENCY_MS:
+            raise MessageError(f"{what}: latency_ms must be a number from 0 to {MAX_LATENCY_MS:g} "
+                               f"(got {self.latency_ms!r})")
 
     @property
     def num_shards(self) -> int:
@@ -129,7 +154,7 @@ class JobSpec:
             seed=_get(data, "seed", int, what),
             backend=_get(data, "backend", str, what),
             engine=_get(data, "engine", str, what),
-            latency_ms=float(_get(data, "latency_ms", (int, float), what)),
+            latency_ms=_number(data, "latency_ms", what),
             shard_size=_get(data, "shard_size", int, what),
             scenario_sha256=_get(data, "scenario_sha256", str, what, optional=True),
             policy=_get(data, "policy", str, what, optional=True) or "inprocess",
@@ -196,9 +221,17 @@ class ShardResult:
             missing = [key for key in RECORD_KEYS if key not in record]
             if missing:
                 raise MessageError(f"{what}: records[{k}] lacks {', '.join(missing)}")
-            _get(record, "index", int, f"{what} records[{k}]")
+            where = f"{what} records[{k}]"
+            _get(record, "index", int, where)
+            _get(record, "steps", int, where)
+            _get(record, "success", bool, where)
+            _get(record, "collided", bool, where)
+            _number(record, "progress_m", where)
+            _number(record, "path_length_m", where)
+            for latency in _get(record, "_latencies", list, where):
+                _number({"_latencies": latency}, "_latencies", where)
         return cls(_get(data, "job_id", str, what), _get(data, "index", int, what), _get(data, "worker", str, what),
-                   records, float(_get(data, "wall_s", (int, float), what)))
+                   records, _number(data, "wall_s", what))
 
 
 def encode(message: JobSpec | Shard | ShardResult) -> str:
@@ -211,8 +244,12 @@ def encode(message: JobSpec | Shard | ShardResult) -> str:
 
 def decode(text: str | bytes, cls: type) -> Any:
     """Parse ``text`` as a ``cls`` payload (JobSpec, Shard or ShardResult)."""
+    if not isinstance(text, (str, bytes)):
+        raise MessageError(f"{cls.__name__}: expected JSON text, got {type(text).__name__}")
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MessageError(f"{cls.__name__}: not valid JSON ({exc})") from None
+    except ValueError as exc:     # JSONDecodeError, UnicodeDecodeError, an integer of too many digits
+        raise MessageError(f"{cls.__name__}: not valid JSON ({str(exc)[:200]})") from None
+    except RecursionError:
+        raise MessageError(f"{cls.__name__}: JSON nested too deeply") from None
     return cls.from_dict(data)

@@ -8,13 +8,20 @@ Keys (``prefix`` defaults to ``sim2real``):
   ``reason``, ``shards``, ``submitted_at``, ``started_at``, ``finished_at``, ``reclaimed``, ``result``.
 - ``{prefix}:job:{id}:results`` hash: shard index -> shard result JSON. A shard that runs twice
   overwrites its own field, so the aggregate counts every episode exactly once.
-- ``{prefix}:dead`` stream: one entry per failed job (job id, shard, reason), for operators.
+- ``{prefix}:dead`` stream: one entry per failed job (job id, shard, reason), and one per entry
+  that names no job it could fail (stream, entry id, reason), for operators.
 
 A worker reads a shard, runs it, stores its result, aggregates when the results hash is full,
 and only then acknowledges (XACK + XDEL). A worker that dies leaves its entry pending; after
 ``claim_idle_s`` without a heartbeat another worker takes it with XAUTOCLAIM. Every call retries
 on a lost connection with exponential backoff (forever for workers, ``reconnect_timeout_s`` for
-submitters), so a Redis restart pauses work instead of ending it.
+submitters), so a Redis restart pauses work instead of ending it. A refused password is not a lost
+connection: it raises :class:`QueueAuthError` at once. After :meth:`Queue.request_stop` a call is
+tried once more and then raises :class:`QueueStopped` instead of retrying, so a stopping worker
+never waits on an unreachable Redis.
+
+The password never appears in a log line or an error: they show the URL as :func:`redact_url`
+gives it. It can come with the URL or, kept off the command line, as ``password``.
 """
 
 from __future__ import annotations
@@ -23,23 +30,62 @@ import functools
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
+from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sim2real.jobs import DEFAULT_REDIS_URL
-from sim2real.jobs.messages import JobSpec, MessageError, Shard, ShardResult, decode, encode
+from sim2real.jobs.messages import JobSpec, MessageError, Shard, ShardResult, decode, encode, valid_job_id
+
 RESULT_TTL_S = 7 * 24 * 3600
 RELEASED_IDLE_MS = 365 * 24 * 3600 * 1000     # "idle for a year": claimable by anyone at once
 FINAL = ("done", "failed")
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
 
 log = logging.getLogger("sim2real.jobs")
+_SECRET_QUERY_KEYS = ("password", "pass", "passwd")
+
+
+class QueueStopped(Exception):
+    """Raised by a queue call, instead of retrying, once the queue has been asked to stop."""
+
+
+class QueueAuthError(RuntimeError):
+    """Redis refused the credentials: not a lost connection, so never retried."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (in the user part or a ``password=`` query) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            user, _, host = netloc.rpartition("@")
+            if ":" in user:
+                user = user.split(":", 1)[0] + ":***"
+            netloc = f"{user}@{host}"
+        query = urlencode([(k, "***" if k.lower() in _SECRET_QUERY_KEYS else v)
+                           for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return "<unparsable Redis URL>"
+
+
+def url_password(url: str) -> str | None:
+    """The password a Redis URL carries, if any (to tell where a password came from)."""
+    try:
+        parts = urlsplit(url)
+        query = {k.lower(): v for k, v in parse_qsl(parts.query)}
+        return parts.password or next((query[k] for k in _SECRET_QUERY_KEYS if k in query), None)
+    except ValueError:
+        return None
 
 # Set fields only when the job's status is one of ARGV[1] (comma-separated); returns 1 when set.
 _SET_IF_STATUS = """
@@ -77,7 +123,11 @@ class Entry:
 
 
 def _reconnecting(method: Callable) -> Callable:
-    """Re-run ``method`` on a lost connection, backing off 0.1 s → 5 s, until the queue's deadline."""
+    """Re-run ``method`` on a lost connection, backing off 0.1 s → 5 s, until the queue's deadline.
+
+    A refused password raises :class:`QueueAuthError` at once; once :meth:`Queue.request_stop`
+    was called, a lost connection raises :class:`QueueStopped` instead of waiting.
+    """
 
     @functools.wraps(method)
     def wrapper(self: Queue, *args, **kwargs):
@@ -90,36 +140,66 @@ def _reconnecting(method: Callable) -> Callable:
                 if warned:
                     log.info("redis %s is back", self.url)
                 return result
+            except AuthenticationError as exc:
+                raise QueueAuthError(f"redis at {self.url} refused the credentials ({_first_line(exc)}); check "
+                                     f"SIM2REAL_REDIS_PASSWORD, --redis-password-file or the URL") from None
             except _TRANSIENT as exc:
+                if self.stopping:
+                    raise QueueStopped(f"stopped while redis at {self.url} was unreachable") from None
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise RuntimeError(f"redis at {self.url} is unreachable ({exc})") from None
+                    raise RuntimeError(f"redis at {self.url} is unreachable ({_first_line(exc)})") from None
                 if not warned:
-                    log.warning("redis %s unreachable (%s); retrying with backoff", self.url, exc)
+                    log.warning("redis %s unreachable (%s); retrying with backoff", self.url, _first_line(exc))
                     warned = True
-                time.sleep(delay * random.uniform(0.5, 1.0))
+                if self._stop.wait(delay * random.uniform(0.5, 1.0)):
+                    raise QueueStopped(f"stopped while redis at {self.url} was unreachable") from None
                 delay = min(delay * 2, 5.0)
 
     return wrapper
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class Queue:
     """Client of the evaluation queue. Safe to share between a worker's calls, not between threads."""
 
     def __init__(self, url: str = DEFAULT_REDIS_URL, prefix: str = "sim2real", reconnect_timeout_s: float | None = 30.0,
-                 result_ttl_s: int = RESULT_TTL_S):
-        self.url, self.prefix = url, prefix
+                 result_ttl_s: int = RESULT_TTL_S, password: str | None = None):
+        self.url, self.prefix = redact_url(url), prefix   # ``url`` is for messages: no password in it
         self.group = f"{prefix}-workers"
         self.dead = f"{prefix}:dead"
         self.reconnect_timeout_s = reconnect_timeout_s
         self.result_ttl_s = result_ttl_s
+        self._stop = threading.Event()
+        if password is not None and url_password(url) is not None:
+            raise ValueError(f"Redis URL {self.url} carries a password and one was given separately: use one")
+        self._connect = {"url": url, "password": password}
         try:
-            self.redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=15,
+            # Undecodable bytes in a foreign entry become U+FFFD: the entry is refused, never the reader.
+            self.redis = redis.Redis.from_url(url, password=password, decode_responses=True,
+                                              encoding_errors="replace", socket_timeout=15,
                                               socket_connect_timeout=5, health_check_interval=10)
         except ValueError as exc:
-            raise ValueError(f"bad Redis URL {url!r}: {exc}") from None
+            raise ValueError(f"bad Redis URL {self.url}: {_first_line(exc)}") from None
         self._set_if_status = self.redis.register_script(_SET_IF_STATUS)
         self._store_result = self.redis.register_script(_STORE_RESULT)
         self._groups: set[str] = set()
+
+    def clone(self) -> Queue:
+        """Another client of the same queue with its own connection (for a second thread)."""
+        return Queue(self._connect["url"], self.prefix, self.reconnect_timeout_s, self.result_ttl_s,
+                     password=self._connect["password"])
+
+    def request_stop(self) -> None:
+        """From now on a lost connection raises :class:`QueueStopped` instead of being retried (signal-safe)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     # ------------------------------------------------------------------ keys
     def stream(self, backend: str) -> str:
@@ -147,16 +227,17 @@ class Queue:
         self._groups.add(stream)
 
     def _entry(self, stream: str, entry_id: str, fields: dict | None, deliveries: int = 1) -> Entry:
-        payload = (fields or {}).get("shard")
+        """The entry as a worker sees it: its shard, or why there is none and which job (if any) it names."""
+        fields = fields or {}
+        payload = fields.get("shard")
+        if payload is None:
+            job_id = fields.get("job_id")
+            return Entry(entry_id, stream, None, "the entry has no 'shard' field",
+                         job_id if valid_job_id(job_id) else None, deliveries)
         try:
-            shard = decode(payload or "", Shard)
+            shard = decode(payload, Shard)
         except MessageError as exc:
-            job_id = None
-            try:
-                job_id = json.loads(payload)["job"]["job_id"]
-            except (TypeError, ValueError, KeyError):
-                pass
-            return Entry(entry_id, stream, None, str(exc), job_id, deliveries)
+            return Entry(entry_id, stream, None, str(exc), _job_id_of(payload, fields.get("job_id")), deliveries)
         return Entry(entry_id, stream, shard, None, shard.job.job_id, deliveries)
 
     # ------------------------------------------------------------------ submitter side
@@ -310,6 +391,14 @@ class Queue:
         return marked
 
     @_reconnecting
+    def dead_letter(self, entry: Entry, reason: str) -> None:
+        """Record an entry that fails no job (it names none, or its job is gone) with ``reason``."""
+        self.redis.xadd(self.dead, {"job_id": entry.job_id or "", "stream": entry.stream, "entry": entry.entry_id,
+                                    "shard": "" if entry.shard is None else entry.shard.index,
+                                    "reason": " ".join(str(reason).split())[:2000]},
+                        maxlen=10000, approximate=True)
+
+    @_reconnecting
     def shard_results(self, job_id: str) -> list[ShardResult]:
         return [decode(text, ShardResult) for text in self.redis.hvals(self.results_key(job_id))]
 
@@ -340,6 +429,17 @@ class Queue:
 
     def close(self) -> None:
         self.redis.close()
+
+
+def _job_id_of(payload: str, field: str | None) -> str | None:
+    """The job id a malformed shard payload (or its ``job_id`` field) names, when it is a valid one."""
+    try:
+        job_id = json.loads(payload)["job"]["job_id"]
+    except (TypeError, ValueError, KeyError, IndexError, RecursionError):
+        job_id = None
+    if valid_job_id(job_id):
+        return job_id
+    return field if valid_job_id(field) else None
 
 
 def aggregate(queue: Queue, job: JobSpec) -> dict | None:
