@@ -27,13 +27,16 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, folder: Path, port: int | None = None):
+    """``password`` starts it with ``--requirepass`` (``url`` still carries none; pass it separately)."""
+
+    def __init__(self, folder: Path, port: int | None = None, password: str | None = None):
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             raise RuntimeError("redis-server is not installed (run scripts/install-system-deps.sh)")
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        self.password = password
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -44,7 +47,8 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [self.binary, "--bind", HOST, "--port", str(self.port), "--dir", str(self.folder),
              "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--protected-mode", "yes",
-             "--logfile", str(self.folder / "redis.log")],
+             "--logfile", str(self.folder / "redis.log"),
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -53,8 +57,15 @@ class RedisServer:
                                    f"{(self.folder / 'redis.log').read_text()[-500:]}")
             try:
                 with socket.create_connection((HOST, self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
+                    auth = f"AUTH {self.password}\r\n".encode() if self.password else b""
+                    s.sendall(auth + b"PING\r\n")
+                    reply = b""
+                    while b"PONG" not in reply and b"-" not in reply:
+                        chunk = s.recv(64)
+                        if not chunk:
+                            break
+                        reply += chunk
+                    if b"+PONG" in reply:
                         return self
             except OSError:
                 time.sleep(0.05)
@@ -78,11 +89,11 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def running_redis(folder: Path) -> Iterator[RedisServer]:
+def running_redis(folder: Path, password: str | None = None) -> Iterator[RedisServer]:
     """A started server in ``folder``, stopped on exit; skips the test when redis-server is not installed."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (make test installs it via scripts/install-system-deps.sh)")
-    server = RedisServer(folder).start()
+    server = RedisServer(folder, password=password).start()
     try:
         yield server
     finally:
