@@ -46,6 +46,7 @@ def node(ros_env, model, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("node") / "node.log"
     command = [sys.executable, "-m", "sim2real.runtime.cli", "serve", "--model", str(model),
                "--image-topic", IMAGE_TOPIC, "--forward-speed", str(FORWARD), "--turn-rate", str(TURN),
+               "--max-angular-speed", str(TURN),
                "--watchdog-timeout", str(TIMEOUT_S), "--diagnostics-period", "0.5",
                "--ros-args", "-r", f"/cmd_vel:={CMD_TOPIC}"]
     with open(log_path, "w") as log:

@@ -37,7 +37,7 @@ def _pipeline(policy, **params):
 @pytest.mark.parametrize("scene", sorted(EXPECTED_ACTION))
 @pytest.mark.parametrize("encoding", ["32FC1", "16UC1"])
 def test_valid_images_give_the_models_action(policy, scene, encoding):
-    pipeline, _ = _pipeline(policy, forward_speed=0.3, turn_rate=0.7)
+    pipeline, _ = _pipeline(policy, forward_speed=0.3, turn_rate=0.7, max_angular_speed=0.7)
     twist = pipeline.handle(encode_depth(depth_scene(scene, 60, 80), encoding, big_endian=True, row_padding=4))
     assert twist == twist_for(EXPECTED_ACTION[scene], 0.3, 0.7)
     assert pipeline.last_action == EXPECTED_ACTION[scene]

@@ -117,6 +117,26 @@ def model_files(model: Path) -> tuple[str, list[Path]]:
     return manifest["sha256"], [model, manifest_path(model)]
 
 
+def check_node_args(node_args: list[str], model: Path) -> None:
+    """Refuse, before anything is shipped, node arguments the node would refuse at start.
+
+    The same check as the node's own (``NodeParams.safety_envelope`` against the model's manifest),
+    on the flags and ``--ros-args -p`` values; a ``--params-file`` on the device is checked by the
+    node there, and a node that does not start is rolled back.
+    """
+    from sim2real.runtime.cli import serve_overrides
+    from sim2real.runtime.node import NodeParams
+
+    overrides = serve_overrides(node_args)
+    overrides.pop("model_path", None)
+    try:
+        params = NodeParams(**{**overrides, "model_path": str(model)})
+    except TypeError as exc:
+        raise ValueError(f"node arguments: {exc}") from None
+    params.validate()
+    params.safety_envelope(read_manifest(model, verify=False))
+
+
 def deploy(config: DeployConfig, client=None, log: Callable[[str], None] = lambda _m: None) -> dict:
     """Run the three steps; return what was deployed (host, container, image, model path and sha256)."""
     import docker
@@ -124,6 +144,7 @@ def deploy(config: DeployConfig, client=None, log: Callable[[str], None] = lambd
     config.validate()
     model = Path(config.model).resolve()
     sha, files = model_files(model)
+    check_node_args(config.node_args, model)
     client = client or connect(config.host)
     try:
         image = ensure_image(client, config, log)

@@ -105,9 +105,11 @@ class Ros2NodePolicy(Policy):
         command = [sys.executable, "-m", "sim2real.cli", "serve", "--model", str(self.model_path),
                    "--backend", engine, "--image-topic", IMAGE_TOPIC, "--cmd-vel-topic", CMD_VEL_TOPIC,
                    "--watchdog-timeout", str(WATCHDOG_S), "--diagnostics-period", "3600"]
-        if scenario is not None:
+        if scenario is not None:   # the scenario's speeds, with the envelope raised to them where they exceed the model's
             command += ["--forward-speed", repr(scenario.robot.forward_speed_mps),
-                        "--turn-rate", repr(scenario.robot.turn_rate_radps)]
+                        "--turn-rate", repr(scenario.robot.turn_rate_radps),
+                        "--max-linear-speed", repr(scenario.robot.forward_speed_mps),
+                        "--max-angular-speed", repr(scenario.robot.turn_rate_radps)]
         command += ["--ros-args", "-r", f"__ns:={self.namespace}"]
         with open(self.log_path, "wb") as log:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -9,11 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import fields
 from pathlib import Path
+
+import yaml
 
 _SERVE_FLAGS = {  # CLI flag dest → ROS parameter name
     "model": "model_path", "backend": "backend", "image_topic": "image_topic",
     "cmd_vel_topic": "cmd_vel_topic", "forward_speed": "forward_speed", "turn_rate": "turn_rate",
+    "max_linear_speed": "max_linear_speed", "max_angular_speed": "max_angular_speed",
     "watchdog_timeout": "watchdog_timeout_s", "max_invalid_fraction": "max_invalid_fraction",
     "diagnostics_period": "diagnostics_period_s",
 }
@@ -53,14 +57,7 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(verbs: argparse._SubParsersAction) -> None:
-    """Add ``serve`` and ``replay`` to the sub-parsers of the main ``sim2real`` parser."""
-    p = verbs.add_parser(
-        "serve", help="run the policy as a ROS 2 node: depth image in, /cmd_vel out",
-        description="ROS 2 node: subscribes a depth image (32FC1 m or 16UC1 mm, sensor-data QoS) and "
-                    "publishes a geometry_msgs/Twist per image; zero Twist on a stale camera, an unusable "
-                    "image or an inference error. Flags set the node's parameters; anything after "
-                    "--ros-args goes to ROS (remapping -r, parameters -p, --params-file).")
+def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="ONNX model (or TensorRT .engine) with its manifest beside it "
                                    "(or the model_path parameter)")
     p.add_argument("--backend", help="inference backend: auto, onnxruntime, tensorrt (default auto)")
@@ -68,6 +65,10 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--cmd-vel-topic", help="velocity command topic (default /cmd_vel)")
     p.add_argument("--forward-speed", type=float, help="m/s for 'forward' (default 0.5)")
     p.add_argument("--turn-rate", type=float, help="rad/s for 'left' / 'right' (default 0.5)")
+    p.add_argument("--max-linear-speed", type=float,
+                   help="no command exceeds this |linear.x| in m/s (default: the model's manifest speed)")
+    p.add_argument("--max-angular-speed", type=float,
+                   help="no command exceeds this |angular.z| in rad/s (default: the model's manifest speed)")
     p.add_argument("--watchdog-timeout", type=float,
                    help="seconds without a valid image before a zero Twist (default 0.25)")
     p.add_argument("--max-invalid-fraction", type=float,
@@ -76,6 +77,57 @@ def register(verbs: argparse._SubParsersAction) -> None:
                    help="seconds between latency reports on /diagnostics and in the log (default 5)")
     p.add_argument("--ros-args", nargs=argparse.REMAINDER, default=[],
                    help="the rest goes to ROS, e.g. --ros-args -r /cmd_vel:=/robot/cmd_vel")
+
+
+def serve_overrides(argv: list[str]) -> dict:
+    """The node parameters that ``sim2real serve ARGV`` sets, from its flags and ``--ros-args -p name:=value``.
+
+    For checks before the node exists (``sim2real deploy --node-args``); a ``--params-file`` is
+    read by the node itself, where it goes through the same checks at start.
+    """
+    from sim2real.runtime.node import NodeParams
+
+    parser = argparse.ArgumentParser(prog="sim2real serve", exit_on_error=False, add_help=False)
+    _add_serve_arguments(parser)
+    try:
+        args, unknown = parser.parse_known_args(argv)
+    except argparse.ArgumentError as exc:
+        raise ValueError(f"node arguments: {exc}") from None
+    if unknown:
+        raise ValueError(f"node arguments: unrecognized {' '.join(unknown)}")
+    overrides = {param: getattr(args, dest) for dest, param in _SERVE_FLAGS.items() if getattr(args, dest) is not None}
+    names = {field.name for field in fields(NodeParams)}
+    ros = list(args.ros_args)
+    for flag, assignment in zip(ros, ros[1:]):
+        name, sep, text = assignment.partition(":=")
+        if flag in ("-p", "--param") and sep and name in names:
+            overrides[name] = _ros_value(text)
+    return overrides
+
+
+def _ros_value(text: str) -> object:
+    """A ``-p`` value as ROS reads it: YAML, where ``nan``, ``inf`` and ``1e9`` are numbers too."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    """Add ``serve`` and ``replay`` to the sub-parsers of the main ``sim2real`` parser."""
+    p = verbs.add_parser(
+        "serve", help="run the policy as a ROS 2 node: depth image in, /cmd_vel out",
+        description="ROS 2 node: subscribes a depth image (32FC1 m or 16UC1 mm, sensor-data QoS) and "
+                    "publishes a geometry_msgs/Twist per image; zero Twist on a stale camera, an unusable "
+                    "image or an inference error. Flags set the node's parameters; anything after "
+                    "--ros-args goes to ROS (remapping -r, parameters -p, --params-file).")
+    _add_serve_arguments(p)
     p.set_defaults(func=_serve)
 
     p = verbs.add_parser("replay", help="run the policy over a recorded ROS 2 bag (MCAP or sqlite3)",

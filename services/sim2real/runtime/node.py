@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import gc
 import json
+import math
 import signal
 import time
 from dataclasses import dataclass, fields
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sim2real.contracts import actions as action_space
 from sim2real.contracts.actions import ACTIONS, FORWARD_SPEED_MPS, STOP, TURN_RATE_RADPS, Twist, twist_for
 from sim2real.contracts.preprocessing import valid_mask
 from sim2real.runtime.ros_image import ImageError, decode_depth
@@ -30,9 +32,43 @@ NODE_NAME = "sim2real_policy"
 STAGES: tuple[str, ...] = ("convert", "preprocess", "infer", "publish", "total")
 
 
+@dataclass(frozen=True)
+class SafetyEnvelope:
+    """The largest |linear.x| (m/s) and |angular.z| (rad/s) the node may ever publish."""
+
+    max_linear: float
+    max_angular: float
+
+    def allows(self, twist: Twist) -> bool:
+        """Finite and inside the envelope."""
+        return (math.isfinite(twist.linear_x) and math.isfinite(twist.angular_z)
+                and abs(twist.linear_x) <= self.max_linear and abs(twist.angular_z) <= self.max_angular)
+
+
+def manifest_speeds(manifest: dict | None) -> tuple[float, float]:
+    """The largest |linear.x| and |angular.z| among the Twists the model was made with.
+
+    They come from the manifest's ``actions.twist`` (one ``[linear.x, angular.z]`` per action);
+    ``None`` (a policy without a manifest) means this runtime's own action space.
+    """
+    twists = action_space.spec()["twist"] if manifest is None else (manifest.get("actions") or {}).get("twist")
+    try:
+        pairs = [(float(linear), float(angular)) for linear, angular in twists.values()]
+    except (AttributeError, TypeError, ValueError):
+        raise ValueError("the model's manifest records no actions.twist ([linear.x, angular.z] per action), so "
+                         "its speeds are unknown: set max_linear_speed and max_angular_speed") from None
+    if not pairs or not all(math.isfinite(v) for pair in pairs for v in pair):
+        raise ValueError(f"the model's manifest records unusable action speeds {twists!r}")
+    return max(abs(linear) for linear, _ in pairs), max(abs(angular) for _, angular in pairs)
+
+
 @dataclass
 class NodeParams:
-    """The node's ROS parameters (names and defaults); all are read once at start-up."""
+    """The node's ROS parameters (names and defaults); all are read once at start-up.
+
+    ``max_linear_speed`` / ``max_angular_speed`` bound every command (0: the speeds in the model's
+    manifest); :meth:`safety_envelope` checks the speeds against them.
+    """
 
     model_path: str = ""
     backend: str = "auto"
@@ -42,6 +78,8 @@ class NodeParams:
     diagnostics_topic: str = "/diagnostics"
     forward_speed: float = FORWARD_SPEED_MPS
     turn_rate: float = TURN_RATE_RADPS
+    max_linear_speed: float = 0.0
+    max_angular_speed: float = 0.0
     watchdog_timeout_s: float = 0.25
     max_invalid_fraction: float = 0.5
     expected_width: int = 0
@@ -62,6 +100,31 @@ class NodeParams:
         for name in ("image_topic", "cmd_vel_topic", "model_topic", "diagnostics_topic"):
             if not getattr(self, name):
                 raise ValueError(f"{name} must not be empty")
+
+    def safety_envelope(self, manifest: dict | None) -> SafetyEnvelope:
+        """The one check of what the node may command, against the model's ``manifest``.
+
+        Every way a speed enters (CLI flags, ``--ros-args -p``, ``--params-file``, ``deploy
+        --node-args``) ends here before the node serves: the maxima (0 = the manifest's speeds)
+        and the speeds must be finite, the speeds above 0 and within the maxima.
+        """
+        for name in ("forward_speed", "turn_rate", "max_linear_speed", "max_angular_speed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        for name in ("max_linear_speed", "max_angular_speed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be ≥ 0 (0: the model's own speed), got {getattr(self, name)}")
+        made_linear, made_angular = manifest_speeds(manifest)
+        envelope = SafetyEnvelope(float(self.max_linear_speed or made_linear),
+                                  float(self.max_angular_speed or made_angular))
+        for name, value, limit, unit, max_name in (
+                ("forward_speed", self.forward_speed, envelope.max_linear, "m/s", "max_linear_speed"),
+                ("turn_rate", self.turn_rate, envelope.max_angular, "rad/s", "max_angular_speed")):
+            if not 0 < value <= limit:
+                raise ValueError(f"{name} {value} {unit} is outside the safety envelope (0, {limit:g}] {unit}; "
+                                 f"{max_name} raises the limit (default: the model's own speed)")
+        return envelope
 
 
 class LatencyStats:
@@ -99,12 +162,15 @@ class DepthToTwist:
     """One image message → one Twist, with the fail-safe: anything untrustworthy gives ``STOP``.
 
     ``policy`` is a :class:`~sim2real.runtime.policy.ModelPolicy` (or anything with ``spec``,
-    ``logits(depth_m)`` and ``last_timing_ms``).
+    ``logits(depth_m)`` and ``last_timing_ms``; its ``manifest``, when it has one, sets the
+    safety envelope). Building one checks the speeds (:meth:`NodeParams.safety_envelope`), and
+    every command it returns is finite and inside the envelope.
     """
 
     def __init__(self, policy, params: NodeParams, log: Log):
         self.policy = policy
         self.params = params
+        self.envelope = params.safety_envelope(getattr(policy, "manifest", None))
         self.failsafe = FailSafe(params.watchdog_timeout_s, log)
         self.last_timing_ms: dict[str, float] = {}
         self.last_action: int | None = None
@@ -126,6 +192,8 @@ class DepthToTwist:
                 raise ValueError(f"model output {logits.tolist()} is not {len(ACTIONS)} finite logits")
             action = int(np.argmax(logits))
             twist = twist_for(action, self.params.forward_speed, self.params.turn_rate)
+            if not self.envelope.allows(twist):
+                raise ValueError(f"{twist} is outside the safety envelope {self.envelope}")
         except Exception as exc:
             detail = str(exc).splitlines()[0] if str(exc) else ""
             return self._refuse(f"inference failed: {type(exc).__name__}: {detail}")
