@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="default 6")
     p.add_argument("--batch-size", type=int, help="global batch, split across processes (default 64)")
     p.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule (default 0.002)")
-    p.add_argument("--input-size", type=int, help="model input side in pixels (default 96)")
+    p.add_argument("--input-size", type=int, help="model input side in pixels, 16 to 1024 (default 96)")
     p.add_argument("--val-fraction", type=float, help="validation share of the dataset (default 0.1)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--augment", type=float, metavar="P",
@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
                    help="write TensorBoard scalars to OUT/tensorboard (default on when tensorboard is installed)")
     p.add_argument("--threads", type=int, help="CPU threads per process (default: cores / local processes)")
+    p.add_argument("--allow-missing-classes", action="store_true", default=None,
+                   help="train even when the dataset lacks an action (refused by default: the policy could never "
+                        "choose it)")
     p.add_argument("--resume", metavar="LAST_PT",
                    help="continue an interrupted run from its last.pt (or its folder); settings left out are "
                         "taken from it")

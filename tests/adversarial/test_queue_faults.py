@@ -173,7 +173,7 @@ def test_a_long_shard_keeps_its_heartbeat_and_sigterm_hands_it_back_mid_episode(
     scenario.write_text("name: long\narena:\n  size_m: [4.0, 4.0]\nobstacles:\n  count: [0, 0]\n"
                         "camera:\n  width: 16\n  height: 16\nepisode:\n  duration_s: 600.0\n  control_hz: 200.0\n  min_progress_m: 0.5\n")
     too_long = tmp_path / "too-long.yaml"
-    too_long.write_text(scenario.read_text().replace("600.0", "1.0e300"))
+    too_long.write_text(scenario.read_text().replace("600.0", "1.0e+300"))
     refused = subprocess.run(sim2real("submit", "--model", "spin", "--scenario", str(too_long), "--redis", server.url),
                              capture_output=True, text=True, timeout=60, env=clean_env())
     assert refused.returncode == 2 and "episode.duration_s" in refused.stderr and refused.stderr.count("\n") == 1

@@ -42,6 +42,7 @@ ShapeName = Literal["box", "cylinder", "pole", "wall"]
 MAX_OBSTACLE_COVER = 1.0
 # A gated evaluation (--min-success) needs episodes of at least this many control steps.
 MIN_GATE_STEPS = 10
+MAX_FILE_BYTES = 1 << 20          # a scenario file is a page of YAML, never megabytes
 
 
 class ScenarioError(ValueError):
@@ -452,9 +453,34 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
                 f"scenario '{text}' is neither a file nor a built-in (built-ins: {', '.join(builtin_names())})"
             )
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ScenarioError(f"scenario {path}: {size} bytes is larger than a scenario can be "
+                                f"({MAX_FILE_BYTES} bytes)")
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ScenarioError(f"scenario file not found: {path}") from None
+    except IsADirectoryError:
+        raise ScenarioError(f"scenario {path} is a folder, not a YAML file") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(f"scenario {path}: not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise ScenarioError(f"scenario {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except RecursionError:
+        raise ScenarioError(f"scenario {path}: nested too deeply") from None
     return parse_scenario(raw, str(path))
+
+
+def bounds_markdown() -> str:
+    """``bounds_table()`` as the Markdown table of docs/scenarios.md."""
+    lines = ["| key | lowest | highest |", "|---|---|---|"]
+    lines += [f"| `{key}` | {low} | {high} |" for key, low, high in bounds_table()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--bounds"]:
+        raise SystemExit("usage: python -m sim2real.contracts.scenario --bounds   (the bounds table of docs/scenarios.md)")
+    print(bounds_markdown())

@@ -258,17 +258,25 @@ def _remove_temp_files(out: Path) -> None:
 def _resume_state(out: Path, key: dict, jobs: list[_ShardJob]) -> dict[int, dict]:
     """Finished shards of an interrupted run in ``out`` whose sha256 verifies, by index."""
     progress = read_json(out / PROGRESS, what="datagen progress file")
-    recorded = progress.get("run", {})
+    shards = progress.get("shards") if isinstance(progress, dict) else None
+    recorded = progress.get("run") if isinstance(progress, dict) else None
+    if not isinstance(recorded, dict) or not isinstance(shards, dict) or \
+            not all(isinstance(k, str) and k.isdigit() and isinstance(v, dict) for k, v in shards.items()):
+        raise ValueError(f"cannot resume {out}: {out / PROGRESS} is not a datagen progress file ('run' and "
+                         f"'shards' by index); start again in a new folder")
     for name, value in key.items():
         if recorded.get(name) != value:
             raise ValueError(f"cannot resume {out}: its run has {name}={recorded.get(name)!r}, this one "
                              f"{value!r}; use the same arguments or a new folder")
     done = {}
     by_index = {job.index: job for job in jobs}
-    for index_text, shard in progress.get("shards", {}).items():
+    for index_text, shard in shards.items():
         job = by_index.get(int(index_text))
-        if job is None or shard.get("file") != job.path.name or shard.get("count") != job.count:
-            continue
+        per_class = shard.get("per_class")
+        if job is None or shard.get("file") != job.path.name or shard.get("count") != job.count \
+                or not isinstance(per_class, list) or len(per_class) != len(ACTIONS) \
+                or not all(isinstance(n, int) and n >= 0 for n in per_class) or sum(per_class) != job.count:
+            continue                                  # not a shard this run can keep: it is rendered again
         if job.path.exists() and sha256_file(job.path) == shard.get("sha256"):
             done[job.index] = shard
     return done

@@ -28,6 +28,7 @@ import contextlib
 import math
 import os
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
@@ -56,6 +57,8 @@ METRICS = "metrics.json"
 CONFUSION_PNG = "confusion_matrix.png"
 TENSORBOARD = "tensorboard"
 _CHUNK = 256
+MAX_INPUT_SIZE = 1024            # the largest model input side (the largest scenario camera is 1280x1024)
+MEMORY_SHARE = 0.8               # refuse a run whose preprocessed images alone need more of the RAM than this
 _BN_SAMPLES = 4096
 # Settings that change what is computed: a run resumes only with the same values.
 _RESUME_KEYS = ("epochs", "batch_size", "lr", "input_size", "seed", "val_fraction", "arch", "augment",
@@ -70,6 +73,8 @@ class TrainConfig:
     (0 disables it); ``noise_sigma_per_m2`` and ``dropout`` are its ceilings (None: the widest
     values of the scenario that made the dataset), ``holes`` the most invalid patches per image.
     ``device`` is ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+    ``allow_missing_classes`` trains on a dataset that lacks an action (refused by default: such a
+    policy can never choose it).
     """
 
     epochs: int = 6
@@ -87,6 +92,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     tensorboard: bool = True
+    allow_missing_classes: bool = False
 
     def validate(self) -> None:
         """Raise a one-line ValueError for a setting that cannot train."""
@@ -96,8 +102,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be an integer ≥ 2, got {self.batch_size!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not isinstance(self.input_size, int) or self.input_size < 16:
-            raise ValueError(f"input_size must be an integer ≥ 16, got {self.input_size!r}")
+        if not isinstance(self.input_size, int) or not 16 <= self.input_size <= MAX_INPUT_SIZE:
+            raise ValueError(f"input_size must be an integer from 16 to {MAX_INPUT_SIZE}, got {self.input_size!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer ≥ 0, got {self.seed!r}")
         if not (0.0 < self.val_fraction < 1.0):
@@ -377,6 +383,48 @@ class _Progress:
         self.history = list(self.history or [])
 
 
+def check_output_folder(out: Path) -> None:
+    """Refuse, before any work, an output that is a file or cannot be written (nothing is created)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {out} exists and is not a folder")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"output {out} cannot be created: {existing} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".sim2real-write-test-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"output {out} is not writable ({exc.strerror or type(exc).__name__} in {existing})") from None
+
+
+def check_memory(images: int, input_size: int) -> None:
+    """Refuse a run whose preprocessed inputs (float32, kept with their train/validation split) do not fit."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    need = 2 * images * input_size * input_size * 4
+    if need > MEMORY_SHARE * total:
+        raise ValueError(f"input_size {input_size} on {images} images needs about {need / 2**30:.1f} GiB for the "
+                         f"preprocessed inputs, more than {MEMORY_SHARE:.0%} of this machine's "
+                         f"{total / 2**30:.1f} GiB: lower --input-size")
+
+
+def check_classes(labels: np.ndarray, root: Path, allow_missing: bool) -> None:
+    """Refuse a dataset in which an action never occurs (unless ``allow_missing``)."""
+    counts = np.bincount(labels, minlength=len(ACTIONS))
+    missing = [name for name, count in zip(ACTIONS, counts) if count == 0]
+    if missing and not allow_missing:
+        mix = ", ".join(f"{name} {int(count)}" for name, count in zip(ACTIONS, counts))
+        names = "', '".join(missing)
+        raise ValueError(f"dataset {root} has no '{names}' images ({mix}): a policy trained on it "
+                         f"can never choose that action; generate a balanced dataset (datagen --balance) or pass "
+                         f"--allow-missing-classes")
+
+
 def train(data: Path, out: Path, config: TrainConfig, progress: bool = True,
           resume: str | Path | None = None, stop_after: int | None = None) -> Path:
     """Train on the dataset at ``data``; return the checkpoint path ``out/checkpoint.pt``.
@@ -391,6 +439,7 @@ def train(data: Path, out: Path, config: TrainConfig, progress: bool = True,
     data, out = Path(data), Path(out)
     if not data.is_dir():
         raise FileNotFoundError(f"dataset not found: {data}")
+    check_output_folder(out)
     env = distributed.from_env()
     if config.batch_size < 2 * env.world_size:
         raise ValueError(f"batch_size {config.batch_size} is the global batch: it must give each of the "
@@ -407,7 +456,9 @@ def train(data: Path, out: Path, config: TrainConfig, progress: bool = True,
             raise ValueError(f"stop_after={stop_after} but {resume} has already trained "
                              f"{resumed_from['epoch']} epochs")
     device = resolve_device(config.device, env)
+    check_memory(len(dataset), config.input_size)
     depth_mm, labels = dataset.load()
+    check_classes(labels, data, config.allow_missing_classes)
     spec = spec_for(dataset, config.input_size)
     augment = SensorAugment.for_dataset(dataset.manifest, config.augment, config.noise_sigma_per_m2,
                                         config.dropout, config.holes)
