@@ -91,8 +91,10 @@ def test_ssh_host_goes_to_the_sdk_with_the_system_ssh_client(monkeypatch):
             return True
 
     monkeypatch.setattr(docker, "DockerClient", FakeClient)
+    monkeypatch.setattr(deploy_module, "check_ssh", lambda url: seen.setdefault("checked", url))
     deploy_module.connect("ssh://pi@robot")
     assert seen["base_url"] == "ssh://pi@robot" and seen["use_ssh_client"] is True
+    assert seen["checked"] == "ssh://pi@robot"
 
 
 def test_bad_input_fails_before_touching_any_engine(tmp_path, capsys):

@@ -92,6 +92,36 @@ def parse_host(host: str | None) -> dict:
     raise ValueError(f"unsupported Docker host {host!r}: use ssh://user@robot, unix:///path or tcp://host:port")
 
 
+def check_ssh(base_url: str, timeout_s: int = 15) -> None:
+    """Reach the device with the system's ssh client first, so a failure is one line, not the SDK's.
+
+    ``BatchMode`` makes ssh fail instead of prompting (the SDK cannot answer a prompt either).
+    """
+    import importlib.util
+    import shutil
+    import subprocess
+
+    if importlib.util.find_spec("paramiko") is None:
+        raise RuntimeError("ssh:// hosts need paramiko, which the docker SDK imports for them "
+                           "(pip install 'sim2real[deploy]')")
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        raise RuntimeError("ssh:// hosts need the ssh client (openssh-client), which is not installed")
+    url = urlparse(base_url)
+    target = f"{url.username}@{url.hostname}" if url.username else url.hostname
+    command = [ssh, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={timeout_s}",
+               *(["-p", str(url.port)] if url.port else []), "--", target, "true"]
+    try:
+        result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                timeout=timeout_s + 5)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"cannot reach {base_url} over ssh: no answer within {timeout_s} s") from None
+    if result.returncode != 0:
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"ssh exited with status {result.returncode}"
+        raise RuntimeError(f"cannot reach {base_url} over ssh: {reason}")
+
+
 def connect(host: str | None, timeout_s: int = 120):
     """A docker client for ``host`` that has answered a ping."""
     try:
@@ -99,6 +129,8 @@ def connect(host: str | None, timeout_s: int = 120):
     except ImportError:
         raise RuntimeError("the docker SDK is not installed (pip install 'sim2real[deploy]')") from None
     kwargs = parse_host(host)
+    if kwargs.get("use_ssh_client"):
+        check_ssh(kwargs["base_url"])
     where = host or os.environ.get("DOCKER_HOST") or "the local Docker engine"
     try:
         client = docker.DockerClient(timeout=timeout_s, **kwargs) if kwargs else docker.from_env(timeout=timeout_s)
