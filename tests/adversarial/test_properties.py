@@ -96,7 +96,8 @@ def test_scenario_schema_gives_a_bounded_scenario_or_one_line_naming_a_key(data)
 @FAST
 @given(st.one_of(st.text(max_size=300), st.binary(max_size=300).map(lambda b: b.decode("latin-1")),
                  st.sampled_from(["[" * 50_000, "{a: " * 20_000, "&a [*a]", "name: x\narena: &a {size_m: *a}\n",
-                                  "name: !!python/object:os.system x", "\x00", "name: x\nepisode: {duration_s: .nan}"])))
+                                  "name: !!python/object:os.system x", "\x00",
+                                  "name: x\nepisode: {duration_s: .nan}"])))
 def test_any_scenario_file_loads_or_is_one_clear_error(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("scenario") / "fuzz.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")

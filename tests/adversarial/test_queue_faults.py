@@ -171,7 +171,8 @@ def test_a_long_shard_keeps_its_heartbeat_and_sigterm_hands_it_back_mid_episode(
     """
     scenario = tmp_path / "long.yaml"
     scenario.write_text("name: long\narena:\n  size_m: [4.0, 4.0]\nobstacles:\n  count: [0, 0]\n"
-                        "camera:\n  width: 16\n  height: 16\nepisode:\n  duration_s: 600.0\n  control_hz: 200.0\n  min_progress_m: 0.5\n")
+                        "camera:\n  width: 16\n  height: 16\n"
+                        "episode:\n  duration_s: 600.0\n  control_hz: 200.0\n  min_progress_m: 0.5\n")
     too_long = tmp_path / "too-long.yaml"
     too_long.write_text(scenario.read_text().replace("600.0", "1.0e+300"))
     refused = subprocess.run(sim2real("submit", "--model", "spin", "--scenario", str(too_long), "--redis", server.url),

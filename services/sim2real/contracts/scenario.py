@@ -328,8 +328,8 @@ class Scenario(_Strict):
         if ob.count[1] and need > MAX_OBSTACLE_COVER * floor:
             raise ValueError(f"obstacles.count: {ob.count[1]} obstacles (mean footprint radius {reach:.2f} m, "
                              f"min_gap_m {ob.min_gap_low():g}) need about {need:.1f} m² of floor, more than "
-                             f"the {MAX_OBSTACLE_COVER * floor:.1f} m² of the smallest {sx:g} m x {sy:g} m arena; lower "
-                             f"the count or the sizes, or enlarge the arena")
+                             f"the {MAX_OBSTACLE_COVER * floor:.1f} m² of the smallest {sx:g} m x {sy:g} m arena; "
+                             f"lower the count or the sizes, or enlarge the arena")
         return self
 
     @model_validator(mode="after")
@@ -482,5 +482,5 @@ if __name__ == "__main__":
     import sys
 
     if sys.argv[1:] != ["--bounds"]:
-        raise SystemExit("usage: python -m sim2real.contracts.scenario --bounds   (the bounds table of docs/scenarios.md)")
+        raise SystemExit("usage: python -m sim2real.contracts.scenario --bounds  (docs/scenarios.md's bounds table)")
     print(bounds_markdown())

@@ -105,7 +105,7 @@ class Ros2NodePolicy(Policy):
         command = [sys.executable, "-m", "sim2real.cli", "serve", "--model", str(self.model_path),
                    "--backend", engine, "--image-topic", IMAGE_TOPIC, "--cmd-vel-topic", CMD_VEL_TOPIC,
                    "--watchdog-timeout", str(WATCHDOG_S), "--diagnostics-period", "3600"]
-        if scenario is not None:   # the scenario's speeds, with the envelope raised to them where they exceed the model's
+        if scenario is not None:   # the scenario's speeds, with the safety envelope set to them
             command += ["--forward-speed", repr(scenario.robot.forward_speed_mps),
                         "--turn-rate", repr(scenario.robot.turn_rate_radps),
                         "--max-linear-speed", repr(scenario.robot.forward_speed_mps),
