@@ -30,7 +30,6 @@ import functools
 import json
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -151,7 +150,7 @@ def _reconnecting(method: Callable) -> Callable:
                 if not warned:
                     log.warning("redis %s unreachable (%s); retrying with backoff", self.url, _first_line(exc))
                     warned = True
-                if self._stop.wait(delay * random.uniform(0.5, 1.0)):
+                if not self._pause(delay * random.uniform(0.5, 1.0)):
                     raise QueueStopped(f"stopped while redis at {self.url} was unreachable") from None
                 delay = min(delay * 2, 5.0)
 
@@ -173,7 +172,7 @@ class Queue:
         self.dead = f"{prefix}:dead"
         self.reconnect_timeout_s = reconnect_timeout_s
         self.result_ttl_s = result_ttl_s
-        self._stop = threading.Event()
+        self._stop_requested = False
         if password is not None and url_password(url) is not None:
             raise ValueError(f"Redis URL {self.url} carries a password and one was given separately: use one")
         self._connect = {"url": url, "password": password}
@@ -194,12 +193,25 @@ class Queue:
                      password=self._connect["password"])
 
     def request_stop(self) -> None:
-        """From now on a lost connection raises :class:`QueueStopped` instead of being retried (signal-safe)."""
-        self._stop.set()
+        """From now on a lost connection raises :class:`QueueStopped` instead of being retried.
+
+        Signal-safe: it only sets a flag (no lock a signal handler could wait on forever).
+        """
+        self._stop_requested = True
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self._stop_requested
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep ``seconds`` in short slices; False as soon as a stop is requested."""
+        end = time.monotonic() + seconds
+        while not self._stop_requested:
+            left = end - time.monotonic()
+            if left <= 0:
+                return True
+            time.sleep(min(left, 0.05))
+        return False
 
     # ------------------------------------------------------------------ keys
     def stream(self, backend: str) -> str:
