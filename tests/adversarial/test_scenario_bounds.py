@@ -7,6 +7,7 @@ written. The bounds themselves are documented in docs/scenarios.md, generated fr
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -68,6 +69,12 @@ def test_a_gate_refuses_a_scenario_that_cannot_tell_a_policy_from_standing_still
     refused(capsys, ["run", "--scenario", no_progress, "--min-success", "0.5", "--artifacts", str(tmp_path / "a")],
             "episode.min_progress_m is 0")
     assert not (tmp_path / "a").exists()
+    results = []
+    for name in ("spin", "expert"):
+        results.append(tmp_path / f"{name}.json")
+        results[-1].write_text(json.dumps({"per_episode": [{"index": 0, "success": True}], "seed": 1000,
+                                           "min_progress_m": 0.0, "duration_s": 20.0, "control_hz": 10.0}))
+    refused(capsys, ["compare", str(results[0]), str(results[1])], "episode.min_progress_m is 0")
     short = write(tmp_path, "short", "episode:\n  duration_s: 0.5\n")
     refused(capsys, ["eval", "--model", "spin", "--scenario", short, "--min-success", "0.5"],
             f"gives 5 control steps per episode; a gate needs at least {MIN_GATE_STEPS}")

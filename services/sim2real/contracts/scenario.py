@@ -349,19 +349,24 @@ class Scenario(_Strict):
         return sha256_bytes(yaml.safe_dump(self.to_dict(), sort_keys=True).encode())
 
     def gate_problem(self) -> str | None:
-        """Why a success-rate gate on this scenario would mean nothing (None when it can gate).
+        """Why a success-rate gate on this scenario would mean nothing (None when it can gate)."""
+        return gate_problem(self.episode.min_progress_m, self.episode.duration_s, self.episode.control_hz)
 
-        A policy that spins in place succeeds when no progress is needed, and an episode of a
-        few control steps cannot tell a policy from standing still.
-        """
-        episode = self.episode
-        if episode.min_progress_m <= 0:
-            return ("episode.min_progress_m is 0, so a robot that never moves succeeds; "
-                    "set the net progress an episode needs")
-        if episode.steps < MIN_GATE_STEPS:
-            return (f"episode.duration_s: {episode.duration_s} s at {episode.control_hz} Hz gives {episode.steps} "
-                    f"control steps per episode; a gate needs at least {MIN_GATE_STEPS}")
-        return None
+
+def gate_problem(min_progress_m: float, duration_s: float, control_hz: float) -> str | None:
+    """Why a success-rate gate on episodes with these rules would mean nothing (None when it can gate).
+
+    A policy that spins in place succeeds when no progress is needed, and an episode of a few
+    control steps cannot tell a policy from standing still.
+    """
+    steps = int(round(duration_s * control_hz))
+    if min_progress_m <= 0:
+        return ("episode.min_progress_m is 0, so a robot that never moves succeeds; "
+                "set the net progress an episode needs")
+    if steps < MIN_GATE_STEPS:
+        return (f"episode.duration_s: {duration_s} s at {control_hz} Hz gives {steps} control steps per episode; "
+                f"a gate needs at least {MIN_GATE_STEPS}")
+    return None
 
 
 def _number(value: float) -> str:

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from sim2real.contracts.manifest import read_json, write_json_atomic
+from sim2real.contracts.scenario import gate_problem
 from sim2real.eval.evaluate import WILSON_Z, wilson_interval
 
 DEFAULT_MARGIN = -0.05
@@ -59,6 +60,11 @@ def compare(a_path: str | Path, b_path: str | Path, margin: float = DEFAULT_MARG
         raise ValueError(f"--margin must be between -1 and 0, got {margin}")
     a, b = read_json(a_path, "eval result"), read_json(b_path, "eval result")
     out_a, out_b = _outcomes(a, str(a_path)), _outcomes(b, str(b_path))
+    for result, source in ((a, a_path), (b, b_path)):
+        rules = [result.get(key) for key in ("min_progress_m", "duration_s", "control_hz")]
+        problem = gate_problem(*rules) if all(isinstance(v, (int, float)) for v in rules) else None
+        if problem:
+            raise ValueError(f"{source} cannot enter a gate: {problem}")
     if a.get("seed") != b.get("seed"):
         raise ValueError(f"the results used different seeds ({a.get('seed')} and {b.get('seed')}): "
                          f"episodes only pair on the same seeds")
