@@ -398,7 +398,8 @@ def _nested(annotation) -> list:
 def bounds_table(model: type[BaseModel] = Scenario, prefix: str = "") -> list[tuple[str, str, str]]:
     """Every numeric key of the schema with its (lowest, highest) value, in schema order.
 
-    Sections recurse; a key whose type holds no number (names, shapes, modes) is left out.
+    Sections recurse; a key whose type holds no number (names, shapes, modes) is left out, and a
+    number without bounds is listed with empty ones (which ``tests/adversarial`` refuses).
     """
     rows = []
     for name, info in model.model_fields.items():
@@ -407,8 +408,17 @@ def bounds_table(model: type[BaseModel] = Scenario, prefix: str = "") -> list[tu
             rows += bounds_table(info.annotation, f"{key}.")
             continue
         found = [b for b in [_bounds_of(info), *map(_bounds_of, _nested(info.annotation))] if b is not None]
+        if not found and _numeric(info.annotation):
+            found = [("", "")]            # an unbounded number: the tests refuse it
         rows += [(key, low, high) for low, high in dict.fromkeys(found)]
     return rows
+
+
+def _numeric(annotation) -> bool:
+    """Whether a number can be given for this type (through unions, optionals and tuples)."""
+    if annotation in (int, float):
+        return True
+    return any(_numeric(arg) for arg in get_args(annotation) if arg is not Ellipsis)
 
 
 def builtin_names() -> list[str]:

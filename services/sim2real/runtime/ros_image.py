@@ -46,7 +46,8 @@ def decode_depth(msg) -> np.ndarray:
     encoding = msg.encoding
     pixel = _PIXEL.get(encoding)
     if pixel is None:
-        raise ImageError(f"encoding '{encoding}' is not a depth encoding (expected one of {', '.join(ENCODINGS)})")
+        shown = repr(str(encoding)[:40])      # repr: a message field never breaks a log line
+        raise ImageError(f"encoding {shown} is not a depth encoding (expected one of {', '.join(ENCODINGS)})")
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ImageError(f"image is empty ({width}x{height})")
