@@ -1,0 +1,181 @@
+"""The real-depth regression set (tests/real_depth/): loading, geometric labels, replay and scoring.
+
+Every frame is a real sensor's depth image taken from a public repository (provenance in
+``tests/real_depth/frames.json`` and ``SOURCES.md``), stored as uint16 millimetres, 0 = no return.
+
+Which frames are unambiguous is decided by geometry alone, never by looking at them:
+
+- ``near``: the median valid depth in the central third (rows and columns) is below 0.6 m: an
+  obstacle fills the view ahead, so the command must not be ``forward``;
+- ``far``: at least 90 % of the valid pixels in that central third lie beyond 2.5 m: the way ahead
+  is open, so the command must be ``forward``;
+- ``blind``: the central third holds no valid pixel at all (the lens against a wall reads as no
+  return everywhere): never ``forward``;
+- anything else is not labelled (``None``) and is checked only for crashes and mirror consistency.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sim2real.runtime.ros_image import RawImage, encode_depth
+
+REAL_DEPTH = Path(__file__).parent / "real_depth"
+NEAR_MEDIAN_M = 0.6
+FAR_DEPTH_M = 2.5
+FAR_SHARE = 0.9
+NEAR, FAR, BLIND = "near", "far", "blind"
+MIRRORED = {"forward": "forward", "left": "right", "right": "left", "stop": "stop"}
+ENCODINGS = ("16UC1", "32FC1")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame of the set: ``depth_mm`` (H, W) uint16, 0 = no return, and its provenance record."""
+
+    id: str
+    depth_mm: np.ndarray
+    source: dict
+
+    @property
+    def depth_m(self) -> np.ndarray:
+        """Metres, NaN where the sensor gave no return (the 32FC1 convention)."""
+        depth = self.depth_mm.astype(np.float32) / 1000.0
+        depth[self.depth_mm == 0] = np.nan
+        return depth
+
+    @property
+    def no_return_fraction(self) -> float:
+        return float(np.count_nonzero(self.depth_mm == 0)) / self.depth_mm.size
+
+
+def manifest(folder: Path = REAL_DEPTH) -> dict:
+    return json.loads((folder / "frames.json").read_text())
+
+
+def load_frames(folder: Path = REAL_DEPTH) -> list[Frame]:
+    """Every frame of the set, in manifest order."""
+    frames = []
+    for source in manifest(folder)["frames"]:
+        with np.load(folder / f"{source['id']}.npz") as data:
+            frames.append(Frame(source["id"], data["depth_mm"], source))
+    return frames
+
+
+def lens_against_wall(height: int = 480, width: int = 640) -> Frame:
+    """The camera pressed against a wall: no return anywhere (made here, not a recorded frame)."""
+    return Frame("lens_against_wall", np.zeros((height, width), np.uint16),
+                 {"id": "lens_against_wall", "family": "none", "sensor": "constructed: all pixels no return"})
+
+
+def central_third(image: np.ndarray) -> np.ndarray:
+    height, width = image.shape
+    return image[height // 3: 2 * height // 3, width // 3: 2 * width // 3]
+
+
+def geometry_label(depth_mm: np.ndarray) -> str | None:
+    """``near``, ``far``, ``blind`` or None (ambiguous), from the depth alone (see the module docstring)."""
+    centre = central_third(np.asarray(depth_mm))
+    valid = centre[centre > 0].astype(np.float64) / 1000.0
+    if valid.size == 0:
+        return BLIND
+    if np.median(valid) < NEAR_MEDIAN_M:
+        return NEAR
+    if np.count_nonzero(valid > FAR_DEPTH_M) >= FAR_SHARE * valid.size:
+        return FAR
+    return None
+
+
+def allowed(label: str | None, action: str) -> bool:
+    """Whether ``action`` (forward/left/right/stop) is right for a frame with this geometric label."""
+    if label == FAR:
+        return action == "forward"
+    if label in (NEAR, BLIND):
+        return action != "forward"
+    return True
+
+
+def raw_image(frame: Frame, encoding: str, mirrored: bool = False) -> RawImage:
+    """The frame as a camera driver would publish it: 16UC1 millimetres or 32FC1 metres (NaN = no return)."""
+    if encoding == "16UC1":
+        mm = frame.depth_mm[:, ::-1] if mirrored else frame.depth_mm
+        pixels = np.ascontiguousarray(mm).astype("<u2")
+        return RawImage(height=mm.shape[0], width=mm.shape[1], encoding="16UC1", is_bigendian=0,
+                        step=2 * mm.shape[1], data=pixels.tobytes())
+    depth = frame.depth_m[:, ::-1] if mirrored else frame.depth_m
+    return encode_depth(np.ascontiguousarray(depth), encoding)
+
+
+def replay_frames(frames: list[Frame], model: Path, encoding: str, folder: Path, *extra_args: str) -> list[dict]:
+    """Record ``frames`` (each followed by its mirror image) into a rosbag2 and run ``sim2real replay``
+    over it, in this process, exactly as a user would; return the JSON records in bag order."""
+    from sim2real.runtime.cli import main
+    from sim2real.runtime.replay import record_images
+
+    bag, out = folder / f"real_{encoding}", folder / f"real_{encoding}.actions.jsonl"
+    images = ((10**9 + index * 33_000_000, raw_image(frame, encoding, mirrored))
+              for index, (frame, mirrored) in enumerate((f, m) for f in frames for m in (False, True)))
+    assert record_images(bag, images) == 2 * len(frames)
+    code = main(["replay", "--bag", str(bag), "--model", str(model), "--out", str(out), *extra_args])
+    assert code == 0, f"sim2real replay exited with {code}"
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One frame's outcome: the action for the frame and for its mirror image."""
+
+    id: str
+    family: str
+    label: str | None
+    action: str
+    mirror_action: str
+    reason: str | None
+    margin: float | None
+
+    @property
+    def mirror_consistent(self) -> bool:
+        return self.mirror_action == MIRRORED[self.action]
+
+    @property
+    def right(self) -> bool:
+        return allowed(self.label, self.action)
+
+
+def score(frames: list[Frame], records: list[dict]) -> list[Row]:
+    """Pair the replay records (frame, mirror, frame, mirror, ...) with their frames."""
+    assert len(records) == 2 * len(frames), f"{len(records)} records for {len(frames)} frames and their mirrors"
+    rows = []
+    for frame, original, mirror in zip(frames, records[0::2], records[1::2]):
+        logits = original.get("logits")
+        margin = None if logits is None else float(np.diff(np.sort(logits)[-2:])[0])
+        rows.append(Row(frame.id, frame.source.get("family", ""), geometry_label(frame.depth_mm),
+                        original["action"], mirror["action"], original.get("reason"), margin))
+    return rows
+
+
+def summary(rows: list[Row]) -> dict:
+    """Mirror consistency and the unambiguous frames' results (the closing note's figures)."""
+    labelled = [row for row in rows if row.label in (NEAR, FAR)]
+    return {"frames": len(rows),
+            "mirror_consistent": sum(row.mirror_consistent for row in rows),
+            "refused": sum(row.action == "stop" for row in rows),
+            **{f"{label}_right": f"{sum(r.right for r in rows if r.label == label)}/"
+                                 f"{sum(r.label == label for r in rows)}" for label in (NEAR, FAR)},
+            "unambiguous_right": f"{sum(row.right for row in labelled)}/{len(labelled)}"}
+
+
+def table(rows: list[Row]) -> str:
+    """A Markdown table of ``rows`` (for reports)."""
+    lines = ["| frame | family | label | action | mirror image | consistent | right | top-2 margin |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        margin = "" if row.margin is None else f"{row.margin:.3f}"
+        lines.append(f"| {row.id} | {row.family} | {row.label or ''} | {row.action} | {row.mirror_action} | "
+                     f"{'yes' if row.mirror_consistent else 'NO'} | {'' if row.label is None else 'yes' if row.right else 'NO'} | "
+                     f"{margin} |")
+    return "\n".join(lines)
