@@ -19,20 +19,30 @@ _SERVE_FLAGS = {  # CLI flag dest → ROS parameter name
     "cmd_vel_topic": "cmd_vel_topic", "forward_speed": "forward_speed", "turn_rate": "turn_rate",
     "max_linear_speed": "max_linear_speed", "max_angular_speed": "max_angular_speed",
     "watchdog_timeout": "watchdog_timeout_s", "max_invalid_fraction": "max_invalid_fraction",
-    "diagnostics_period": "diagnostics_period_s",
+    "diagnostics_period": "diagnostics_period_s", "expected_rate": "expected_rate_hz",
 }
+# replay flag dest → node parameter (flags win over --params-file, which wins over the defaults)
+_REPLAY_FLAGS = {"backend": "backend", "max_invalid_fraction": "max_invalid_fraction"}
 
 
 def _default_model() -> str:
     return os.path.join(os.environ.get("SIM2REAL_ARTIFACTS", "artifacts"), "latest", "model", "model.int8.onnx")
 
 
-def _serve(args: argparse.Namespace) -> int:
-    # One image is in flight at a time and the robot's CPU is shared with other nodes: one BLAS and
-    # one ONNX Runtime thread avoid spin-waiting threads that cost far more at p99 than they gain
-    # at p50 (both are environment variables, so a deployment can still choose otherwise).
+def _node_threads() -> None:
+    """The node's thread defaults, for ``serve`` and for ``replay`` (whose timings are then the node's).
+
+    One image is in flight at a time and the robot's CPU is shared with other nodes: one BLAS and one
+    ONNX Runtime thread avoid spin-waiting threads that cost far more at p99 than they gain at p50.
+    Both are environment variables, so a deployment can still choose otherwise. Set before numpy and
+    ONNX Runtime are imported.
+    """
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("SIM2REAL_ORT_THREADS", "1")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _node_threads()
     from sim2real.runtime.node import serve
 
     overrides = {param: getattr(args, dest) for dest, param in _SERVE_FLAGS.items()
@@ -43,13 +53,19 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    _node_threads()
     from sim2real.runtime.node import NodeParams
+    from sim2real.runtime.params_file import read_params_file
+
+    values = read_params_file(args.params_file) if args.params_file else {}
+    values.update({param: getattr(args, dest) for dest, param in _REPLAY_FLAGS.items()
+                   if getattr(args, dest) is not None})
+    values["model_path"] = args.model
+    params = NodeParams(**values)
+    params.validate()
     from sim2real.runtime.replay import replay
 
-    params = NodeParams(model_path=args.model, backend=args.backend,
-                        max_invalid_fraction=args.max_invalid_fraction)
-    params.validate()
-    summary = replay(Path(args.bag), Path(args.model), topic=args.topic, backend=args.backend,
+    summary = replay(Path(args.bag), Path(args.model), topic=args.topic, backend=params.backend,
                      out=Path(args.out) if args.out else None,
                      out_bag=Path(args.out_bag) if args.out_bag else None,
                      out_storage=args.out_storage, params=params)
@@ -75,6 +91,9 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="refuse an image with more invalid pixels than this (default 0.5)")
     p.add_argument("--diagnostics-period", type=float,
                    help="seconds between latency reports on /diagnostics and in the log (default 5)")
+    p.add_argument("--expected-rate", type=float,
+                   help="the camera's frame rate in Hz: /diagnostics warns when images arrive well below it "
+                        "(default 0: unknown)")
     p.add_argument("--ros-args", nargs=argparse.REMAINDER, default=[],
                    help="the rest goes to ROS, e.g. --ros-args -r /cmd_vel:=/robot/cmd_vel")
 
@@ -138,13 +157,16 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=_default_model(),
                    help="model with its manifest (default %(default)s)")
     p.add_argument("--topic", default="/camera/depth/image_raw", help="image topic (default %(default)s)")
-    p.add_argument("--backend", default="auto", help="inference backend (default %(default)s)")
+    p.add_argument("--backend", help="inference backend (default auto)")
+    p.add_argument("--params-file",
+                   help="the node's ROS 2 parameters file (as serve's --ros-args --params-file): replay "
+                        "with the robot's parameters; flags given here win over it")
     p.add_argument("--out", help="JSON lines output (default <bag>.actions.jsonl beside the bag)")
     p.add_argument("--out-bag", help="also write the commands as geometry_msgs/Twist to this new bag")
     p.add_argument("--out-storage", default="mcap", choices=("mcap", "sqlite3"),
                    help="storage of --out-bag (default %(default)s)")
-    p.add_argument("--max-invalid-fraction", type=float, default=0.5,
-                   help="refuse an image with more invalid pixels than this (default %(default)s)")
+    p.add_argument("--max-invalid-fraction", type=float,
+                   help="refuse an image with more invalid pixels than this (default 0.5)")
     p.set_defaults(func=_replay)
 
 

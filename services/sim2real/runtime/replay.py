@@ -11,6 +11,7 @@ Watchdog timeouts are a property of live time and are not replayed.
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
@@ -91,6 +92,8 @@ def replay(bag: str | Path, model: str | Path, *, topic: str = "/camera/depth/im
         print(f"sim2real replay: note: {policy.isa_note}", file=sys.stderr)
     logged: list[str] = []
     pipeline = DepthToTwist(policy, params, lambda level, message: logged.append(message))
+    gc.collect()
+    gc.freeze()  # as the node does once it is set up: no collector pauses for start-up objects
     stats = LatencyStats(stages=("read", "convert", "preprocess", "infer", "total"), window=10**7)
     counts = {name: 0 for name in (*ACTIONS, "stop")}
     writer = None
