@@ -30,6 +30,7 @@ import numpy as np
 
 from sim2real.bench.stats import percentiles
 from sim2real.contracts.manifest import read_manifest
+from sim2real.runtime.middleware import profile_environment
 
 SIZE = 224
 READY_TIMEOUT_S = 120.0
@@ -37,7 +38,9 @@ DIAGNOSTICS_PERIOD_S = 1.0
 
 
 def _ros_env(domain_id: int, log_dir: str) -> dict:
+    """Every process of the loop (driver and nodes) with the robot's Fast DDS profile, as on the robot."""
     env = dict(os.environ)
+    env.update(profile_environment(env))
     env.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_LOCALHOST_ONLY="1",
                ROS_LOG_DIR=log_dir, RCUTILS_COLORIZED_OUTPUT="0", PYTHONUNBUFFERED="1")
     return env

@@ -35,6 +35,7 @@ from sim2real.contracts.preprocessing import PreprocessSpec
 from sim2real.contracts.scenario import Robot, Scenario
 from sim2real.environment import scoped_environ
 from sim2real.eval.policies import Policy
+from sim2real.runtime.middleware import use_large_image_profile
 from sim2real.sim.world import Pose2D, World
 
 IMAGE_TOPIC = "camera/depth/image_raw"    # relative: resolved inside the evaluator's namespace
@@ -87,6 +88,9 @@ class Ros2NodePolicy(Policy):
         self._context = None
         self._tmp = tempfile.TemporaryDirectory(prefix="sim2real-eval-ros2-")
         self.log_path = Path(self._tmp.name) / "serve.log"
+        # The evaluator is the camera here: it writes the images, so it needs the robot's Fast DDS profile
+        # (set for this whole process: Fast DDS reads it once, at its first participant).
+        use_large_image_profile()
         ros_env = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_LOG_DIR": self._tmp.name,
                    "RCUTILS_COLORIZED_OUTPUT": "0"}
         try:

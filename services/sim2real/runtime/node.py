@@ -25,6 +25,7 @@ import numpy as np
 from sim2real.contracts import actions as action_space
 from sim2real.contracts.actions import ACTIONS, FORWARD_SPEED_MPS, STOP, TURN_RATE_RADPS, Twist, twist_for
 from sim2real.contracts.preprocessing import valid_mask
+from sim2real.runtime.frame_rate import FrameRate, rate_warning
 from sim2real.runtime.ros_image import ImageError, decode_depth
 from sim2real.runtime.watchdog import FailSafe, Log
 
@@ -85,6 +86,7 @@ class NodeParams:
     expected_width: int = 0
     expected_height: int = 0
     diagnostics_period_s: float = 5.0
+    expected_rate_hz: float = 0.0
 
     def validate(self) -> None:
         if not self.model_path:
@@ -97,6 +99,9 @@ class NodeParams:
             raise ValueError("expected_width and expected_height must be ≥ 0 (0 accepts any size)")
         if not self.diagnostics_period_s > 0:
             raise ValueError(f"diagnostics_period_s must be > 0, got {self.diagnostics_period_s}")
+        if not self.expected_rate_hz >= 0:
+            raise ValueError(f"expected_rate_hz must be ≥ 0 (0: the camera's rate is unknown), "
+                             f"got {self.expected_rate_hz}")
         for name in ("image_topic", "cmd_vel_topic", "model_topic", "diagnostics_topic"):
             if not getattr(self, name):
                 raise ValueError(f"{name} must not be empty")
@@ -255,6 +260,8 @@ class PolicyNode:
         self.policy = policy or ModelPolicy(self.params.model_path, backend=self.params.backend)
         self.pipeline = DepthToTwist(self.policy, self.params, self._log)
         self.stats = LatencyStats()
+        self.frame_rate = FrameRate(window_s=max(self.params.diagnostics_period_s, 2.0))
+        self._rate_warning: str | None = None
         self._frames_logged = 0
         self._twist_cls = TwistMsg
         self._diag_cls = DiagnosticArray
@@ -290,6 +297,7 @@ class PolicyNode:
             self.logger.info(message)
 
     def _on_image(self, msg) -> None:
+        self.frame_rate.tick(time.monotonic())
         start = time.perf_counter()
         try:
             twist = self.pipeline.handle(msg)
@@ -318,13 +326,17 @@ class PolicyNode:
 
         failsafe = self.pipeline.failsafe
         summary = self.stats.summary()
+        rate = self.frame_rate.rate(time.monotonic())
+        low_rate = rate_warning(rate, self.params.expected_rate_hz)
+        self._report_rate(low_rate, rate)
         status = DiagnosticStatus(name=f"{NODE_NAME}: depth policy", hardware_id=self.policy.sha256[:12])
-        if failsafe.stopped:
-            status.level, status.message = DiagnosticStatus.WARN, f"stopped: {failsafe.reason}"
-        else:
-            status.level, status.message = DiagnosticStatus.OK, "serving"
+        problems = ([f"stopped: {failsafe.reason}"] if failsafe.stopped else []) + ([low_rate] if low_rate else [])
+        status.level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
+        status.message = "; ".join(problems) or "serving"
         values = {"model_sha256": self.policy.sha256, "backend": self.model_info["backend"],
-                  "frames": self.stats.frames, "stop_episodes": failsafe.stops}
+                  "frames": self.stats.frames, "frames_received": self.frame_rate.count,
+                  "image_rate_hz": "" if rate is None else round(rate, 2),
+                  "expected_rate_hz": self.params.expected_rate_hz, "stop_episodes": failsafe.stops}
         for stage, figures in summary.items():
             values[f"{stage}_ms_p50"] = figures["p50"]
             values[f"{stage}_ms_p99"] = figures["p99"]
@@ -335,6 +347,14 @@ class PolicyNode:
         if self.stats.frames != self._frames_logged:
             self._frames_logged = self.stats.frames
             self.logger.info(self.stats.line())
+
+    def _report_rate(self, warning: str | None, rate: float | None) -> None:
+        """Log once when frames start arriving well below the camera's rate, once when they recover."""
+        if warning and not self._rate_warning:
+            self.logger.warning(warning)
+        elif self._rate_warning and not warning and rate is not None:
+            self.logger.info(f"depth images arrive at {rate:.1f} Hz again")
+        self._rate_warning = warning
 
     def destroy(self) -> None:
         self.node.destroy_node()
@@ -360,6 +380,9 @@ def serve(overrides: dict | None = None, ros_args: list[str] | None = None) -> i
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
+    from sim2real.runtime.middleware import use_large_image_profile
+
+    use_large_image_profile()
     model_path = (overrides or {}).get("model_path")
     if model_path and not Path(model_path).exists():
         raise FileNotFoundError(f"model not found: {model_path}")
