@@ -103,6 +103,18 @@ def test_train_chain_redis_and_gate(compose, tmp_path):
         assert service.get("user") != "root" and service.get("privileged") is not True
 
 
+def test_runtime_service_loads_the_dds_profile_and_the_nodes_parameters_file(compose, tmp_path):
+    runtime = json.loads(config(compose, tmp_path, env_example()).stdout)["services"]["runtime"]
+    assert runtime["environment"]["FASTDDS_DEFAULT_PROFILES_FILE"] == "/etc/sim2real/fastdds.xml"
+    assert runtime["ipc"] == "host", "the camera driver and the node share /dev/shm"
+    command = runtime["command"]
+    assert command[command.index("--ros-args"):] == ["--ros-args", "--params-file", "/etc/sim2real/node.yaml"]
+    custom = {**env_example(), "RUNTIME_PARAMS_FILE": "/site/node.yaml", "RUNTIME_FASTDDS_PROFILE": "/site/dds.xml"}
+    runtime = json.loads(config(compose, tmp_path, custom).stdout)["services"]["runtime"]
+    assert runtime["command"][-1] == "/site/node.yaml"
+    assert runtime["environment"]["FASTDDS_DEFAULT_PROFILES_FILE"] == "/site/dds.xml"
+
+
 def test_gpu_override_reserves_gpus(compose, tmp_path):
     out = config(compose, tmp_path, env_example(), "compose/compose.yaml", "compose/compose.gpu.yaml")
     assert out.returncode == 0, out.stderr

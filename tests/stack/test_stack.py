@@ -214,6 +214,16 @@ def test_runtime_image_has_no_torch_and_trainer_has(stack_images):
         assert out.returncode == expected, (name, out.stderr)
 
 
+def test_runtime_image_carries_the_dds_profile_and_the_nodes_parameters_file(stack_images):
+    probe = ("import os, filecmp, sim2real.runtime.middleware as m; "
+             "assert os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] == '/etc/sim2real/fastdds.xml'; "
+             "assert filecmp.cmp(m.FASTDDS_PROFILE, '/etc/sim2real/fastdds.xml', shallow=False); "
+             "assert filecmp.cmp(m.NODE_PARAMS, '/etc/sim2real/node.yaml', shallow=False)")
+    out = run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "python", stack_images["jetson-runtime"],
+               "-c", probe], timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
 def test_images_hold_no_wheelhouse(stack_images):
     """The wheels stay in the build stage: no .whl file anywhere in a final image."""
     for name in IMAGES:
