@@ -115,13 +115,13 @@ def test_replay_runs_with_the_robots_parameters_file(tmp_path, capsys):
     record_images(bag, ((1 + i, encode_depth(d, "16UC1")) for i, d in enumerate(frames)))
     params = tmp_path / "node.yaml"
     params.write_text("/**/sim2real_policy:\n  ros__parameters:\n"
-                      "    forward_speed: 0.3\n    turn_rate: 0.7\n    max_invalid_fraction: 0.7\n")
+                      "    forward_speed: 0.3\n    turn_rate: 0.4\n    max_invalid_fraction: 0.7\n")
     out = tmp_path / "a.jsonl"
     assert main(["replay", "--bag", str(bag), "--model", str(model), "--params-file", str(params),
                  "--out", str(out)]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["action"], r["linear_x"], r["angular_z"]) for r in records] == \
-        [("forward", 0.3, 0.0), ("forward", 0.3, 0.0), ("right", 0.0, -0.7)]
+        [("forward", 0.3, 0.0), ("forward", 0.3, 0.0), ("right", 0.0, -0.4)]
     capsys.readouterr()
     assert main(["replay", "--bag", str(bag), "--model", str(model), "--params-file", str(params),
                  "--max-invalid-fraction", "0.5", "--out", str(out)]) == 0      # a flag wins over the file
