@@ -100,12 +100,8 @@ def allowed(label: str | None, action: str) -> bool:
 
 
 def raw_image(frame: Frame, encoding: str, mirrored: bool = False) -> RawImage:
-    """The frame as a camera driver would publish it: 16UC1 millimetres or 32FC1 metres (NaN = no return)."""
-    if encoding == "16UC1":
-        mm = frame.depth_mm[:, ::-1] if mirrored else frame.depth_mm
-        pixels = np.ascontiguousarray(mm).astype("<u2")
-        return RawImage(height=mm.shape[0], width=mm.shape[1], encoding="16UC1", is_bigendian=0,
-                        step=2 * mm.shape[1], data=pixels.tobytes())
+    """The frame as a camera driver would publish it: 16UC1 millimetres (the stored values exactly) or
+    32FC1 metres (NaN = no return); ``mirrored`` flips it left–right."""
     depth = frame.depth_m[:, ::-1] if mirrored else frame.depth_m
     return encode_depth(np.ascontiguousarray(depth), encoding)
 

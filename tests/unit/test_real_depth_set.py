@@ -14,6 +14,7 @@ from helpers_real_depth import (
     lens_against_wall,
     load_frames,
     manifest,
+    raw_image,
 )
 
 PROVENANCE = ("repository", "commit", "path", "licence", "sensor", "family", "dataset", "original", "conversion",
@@ -111,3 +112,14 @@ def test_far_needs_ninety_percent_and_near_uses_the_median_of_valid_pixels():
 ])
 def test_which_actions_are_right(label, action, ok):
     assert allowed(label, action) is ok
+
+
+def test_published_images_carry_the_stored_depth_exactly(frames):
+    from sim2real.runtime.ros_image import decode_depth
+
+    for frame in frames[:3] + [f for f in frames if f.depth_mm.shape == (720, 1280)][:1]:
+        for encoding in ("16UC1", "32FC1"):
+            for mirrored in (False, True):
+                decoded = decode_depth(raw_image(frame, encoding, mirrored))
+                expected = frame.depth_m[:, ::-1] if mirrored else frame.depth_m
+                np.testing.assert_array_equal(decoded, expected, err_msg=f"{frame.id} {encoding} {mirrored}")
