@@ -33,7 +33,6 @@ def main() -> int:
     import rclpy
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
-
     from sim2real.runtime.ros_image import fill_image_msg
 
     (frame,) = [f for f in load_frames() if f.id == args.frame]

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from sim2real.runtime.ros_image import RawImage, encode_depth
 
 REAL_DEPTH = Path(__file__).parent / "real_depth"
@@ -171,7 +170,7 @@ def table(rows: list[Row]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         margin = "" if row.margin is None else f"{row.margin:.3f}"
+        right = "" if row.label is None else "yes" if row.right else "NO"
         lines.append(f"| {row.id} | {row.family} | {row.label or ''} | {row.action} | {row.mirror_action} | "
-                     f"{'yes' if row.mirror_consistent else 'NO'} | {'' if row.label is None else 'yes' if row.right else 'NO'} | "
-                     f"{margin} |")
+                     f"{'yes' if row.mirror_consistent else 'NO'} | {right} | {margin} |")
     return "\n".join(lines)

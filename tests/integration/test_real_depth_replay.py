@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 from helpers_real_depth import ENCODINGS, lens_against_wall, load_frames, replay_frames, score
-
 from sim2real.contracts.actions import FORWARD_SPEED_MPS, TURN_RATE_RADPS
 
 pytestmark = pytest.mark.slow

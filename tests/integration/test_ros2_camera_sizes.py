@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 from helpers_models import tiny_model  # noqa: E402
 from helpers_ros import ros_environment  # noqa: E402
-
 from sim2real.runtime.middleware import profile_environment
 
 rclpy = pytest.importorskip("rclpy")
@@ -134,7 +133,8 @@ def test_real_size_16uc1_frames_at_30_hz_are_served(node, diagnostics, frame, si
     received, served = diagnostics.settled()
     assert received - received_before >= 0.99 * COUNT, (received - received_before, node.log_path.read_text()[-3000:])
     assert served - served_before >= 0.99 * COUNT, (served - served_before, node.log_path.read_text()[-3000:])
-    rates = [float(values["image_rate_hz"]) for _, _, values in diagnostics.reports[start:] if values.get("image_rate_hz")]
+    rates = [float(values["image_rate_hz"]) for _, _, values in diagnostics.reports[start:]
+             if values.get("image_rate_hz")]
     assert max(rates) >= 0.8 * RATE_HZ, rates
     assert node.poll() is None
 

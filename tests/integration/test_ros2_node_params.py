@@ -15,7 +15,6 @@ import time
 import pytest
 from helpers_models import depth_scene, tiny_model  # noqa: E402
 from helpers_ros import ros_environment  # noqa: E402
-
 from sim2real.runtime.middleware import NODE_PARAMS
 from sim2real.runtime.params_file import read_params_file
 from sim2real.runtime.ros_image import encode_depth, fill_image_msg

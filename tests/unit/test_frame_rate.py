@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from sim2real.runtime.frame_rate import LOW_RATE_FRACTION, FrameRate, rate_warning
 
 

@@ -13,7 +13,6 @@ from dataclasses import fields
 import pytest
 import yaml
 from helpers_models import depth_scene, tiny_model  # noqa: E402
-
 from sim2real.runtime import middleware
 from sim2real.runtime.cli import main
 from sim2real.runtime.node import NODE_NAME, NodeParams

@@ -34,7 +34,9 @@ def profile_environment(environ: Mapping[str, str] = os.environ) -> dict[str, st
             break
     else:
         profile = str(FASTDDS_PROFILE)
-    wanted = [PROFILE_VARIABLE] + ([LEGACY_PROFILE_VARIABLE] if environ.get("ROS_DISTRO") in _FAST_DDS_2_DISTROS else [])
+    wanted = [PROFILE_VARIABLE]
+    if environ.get("ROS_DISTRO") in _FAST_DDS_2_DISTROS:
+        wanted.append(LEGACY_PROFILE_VARIABLE)
     return {name: profile for name in wanted if name not in environ}
 
 
