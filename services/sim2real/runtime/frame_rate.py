@@ -55,5 +55,5 @@ def rate_warning(measured_hz: float | None, expected_hz: float) -> str | None:
     """
     if expected_hz <= 0 or measured_hz is None or measured_hz >= LOW_RATE_FRACTION * expected_hz:
         return None
-    return (f"depth images arrive at {measured_hz:.1f} Hz, well below the camera's {expected_hz:g} Hz: "
+    return (f"depth images arrive at {measured_hz:.1f} Hz, well below the camera's {expected_hz:.3g} Hz: "
             f"frames are lost on the way (large images need the Fast DDS profile, docs/runtime.md#middleware)")
