@@ -1,6 +1,10 @@
-"""A depth camera driver stand-in, as its own process: publishes a real frame of the set at a fixed rate.
+"""A depth camera driver stand-in, as its own process: publishes a depth frame at a fixed rate.
 
-    python tests/helpers_camera.py --frame graspnet_d435_tabletop --count 300 --rate 30
+    python tests/helpers_camera.py --frame graspnet_d435_tabletop --size 1280x720 --count 300 --rate 30
+
+The frame is that real frame of the set when the set is here (helpers_real_depth.frames_dir), else
+a room-like depth image of ``--size`` made here: what the transport carries is the same size and
+encoding either way.
 
 It publishes 16UC1 sensor_msgs/Image with sensor-data QoS (what camera drivers do) on ``--topic``
 once the first subscriber has matched, paced on an absolute schedule, then prints one JSON line
@@ -18,12 +22,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers_real_depth import load_frames, raw_image  # noqa: E402
+import numpy as np  # noqa: E402
+from helpers_real_depth import Frame, frames_dir, load_frames, raw_image  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--frame", required=True)
+    parser.add_argument("--size", required=True, help="WIDTHxHEIGHT of the frame, e.g. 640x480")
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--rate", type=float, required=True)
     parser.add_argument("--topic", default="/camera/depth/image_raw")
@@ -35,7 +41,14 @@ def main() -> int:
     from sensor_msgs.msg import Image
     from sim2real.runtime.ros_image import fill_image_msg
 
-    (frame,) = [f for f in load_frames() if f.id == args.frame]
+    width, height = (int(v) for v in args.size.split("x"))
+    if frames_dir() is not None:
+        (frame,) = [f for f in load_frames() if f.id == args.frame]
+    else:
+        depth = np.full((height, width), 3000, np.uint16)
+        depth[height // 2:] = np.linspace(600, 3000, height - height // 2, dtype=np.uint16)[:, None]
+        frame = Frame(f"made_{args.size}", depth, {"id": args.frame})
+    assert frame.depth_mm.shape == (height, width), f"{frame.id} is not {args.size}"
     rclpy.init()
     node = rclpy.create_node("depth_camera_stand_in")
     publisher = node.create_publisher(Image, args.topic, qos_profile_sensor_data)

@@ -1,7 +1,10 @@
-"""The real-depth regression set (tests/real_depth/): loading, geometric labels, replay and scoring.
+"""The real-depth regression set: loading, geometric labels, replay and scoring.
 
 Every frame is a real sensor's depth image taken from a public repository (provenance in
-``tests/real_depth/frames.json`` and ``SOURCES.md``), stored as uint16 millimetres, 0 = no return.
+``tests/real_depth/frames.json`` and ``SOURCES.md``), stored as ``<id>.npz`` of uint16 millimetres,
+0 = no return. The frames are fetched data, which this repository does not hold: they live in the
+steering repository's ``shared/real-depth/`` (the rule for fetched data files), and
+:func:`frames_dir` finds them there, beside or inside the checkout, or at ``SIM2REAL_REAL_DEPTH_DIR``.
 
 Which frames are unambiguous is decided by geometry alone, never by looking at them:
 
@@ -17,6 +20,7 @@ Which frames are unambiguous is decided by geometry alone, never by looking at t
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +28,8 @@ import numpy as np
 from sim2real.runtime.ros_image import RawImage, encode_depth
 
 REAL_DEPTH = Path(__file__).parent / "real_depth"
+_REPO = Path(__file__).resolve().parents[1]
+DATA_DIRS = (_REPO.parent / "shared" / "real-depth", _REPO / "shared" / "real-depth")
 NEAR_MEDIAN_M = 0.6
 FAR_DEPTH_M = 2.5
 FAR_SHARE = 0.9
@@ -56,10 +62,29 @@ def manifest(folder: Path = REAL_DEPTH) -> dict:
     return json.loads((folder / "frames.json").read_text())
 
 
-def load_frames(folder: Path = REAL_DEPTH) -> list[Frame]:
-    """Every frame of the set, in manifest order."""
+def frames_dir() -> Path | None:
+    """Where the frames are: ``SIM2REAL_REAL_DEPTH_DIR``, else ``shared/real-depth`` beside or inside
+    the checkout; None when no folder holds every frame of the manifest."""
+    configured = os.environ.get("SIM2REAL_REAL_DEPTH_DIR")
+    ids = [source["id"] for source in manifest()["frames"]]
+    for folder in ([Path(configured)] if configured else DATA_DIRS):
+        if all((folder / f"{frame_id}.npz").is_file() for frame_id in ids):
+            return folder
+    return None
+
+
+MISSING = ("the real depth frames are fetched data kept in the steering repository's shared/real-depth/, "
+           "not in this repository, and no copy was found (tests/real_depth/SOURCES.md; "
+           "SIM2REAL_REAL_DEPTH_DIR points at a local copy)")
+
+
+def load_frames() -> list[Frame]:
+    """Every frame of the set, in manifest order (FileNotFoundError when the frames are not here)."""
+    folder = frames_dir()
+    if folder is None:
+        raise FileNotFoundError(MISSING)
     frames = []
-    for source in manifest(folder)["frames"]:
+    for source in manifest()["frames"]:
         with np.load(folder / f"{source['id']}.npz") as data:
             frames.append(Frame(source["id"], data["depth_mm"], source))
     return frames

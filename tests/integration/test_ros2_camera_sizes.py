@@ -1,7 +1,7 @@
 """Depth images of real camera sizes across processes, through real ROS 2 with the shipped Fast DDS profile.
 
 Three processes, as on the robot: a camera driver stand-in (``helpers_camera.py``: a real frame of the
-set, 16UC1, sensor-data QoS, at 30 Hz, the robot's profile exported to it as docs/runtime.md says),
+set where it is present, else a depth image of the same size, 16UC1, sensor-data QoS, at 30 Hz, the robot's profile exported to it as docs/runtime.md says),
 ``sim2real serve`` (which loads the profile itself) and this test, which only listens to
 ``/diagnostics``. What is asserted are counts the node reports, not times: at least 99 % of the
 frames sent reach the node and are served. Fast DDS's defaults lose most of them at these sizes (a
@@ -112,18 +112,18 @@ def diagnostics(node):
     listener.close()
 
 
-def _camera(frame: str, count: int, rate: float) -> subprocess.Popen:
+def _camera(frame: str, size: tuple[int, int], count: int, rate: float) -> subprocess.Popen:
     env = dict(os.environ)
     env.update(profile_environment(env))           # what the docs tell a camera driver to export
-    return subprocess.Popen([sys.executable, str(CAMERA), "--frame", frame, "--count", str(count),
-                             "--rate", str(rate)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen([sys.executable, str(CAMERA), "--frame", frame, "--size", f"{size[0]}x{size[1]}",
+                             "--count", str(count), "--rate", str(rate)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 @pytest.mark.parametrize("frame, size", [("rtabmap_robot_lab_a", (640, 480)), ("graspnet_d435_tabletop", (1280, 720))])
 def test_real_size_16uc1_frames_at_30_hz_are_served(node, diagnostics, frame, size):
     received_before, served_before = diagnostics.settled()
     start = len(diagnostics.reports)
-    camera = _camera(frame, COUNT, RATE_HZ)
+    camera = _camera(frame, size, COUNT, RATE_HZ)
     while camera.poll() is None:
         diagnostics.spin(0.2)
     out, err = camera.communicate()
@@ -142,7 +142,7 @@ def test_real_size_16uc1_frames_at_30_hz_are_served(node, diagnostics, frame, si
 def test_the_node_warns_when_images_arrive_well_below_the_cameras_rate(node, diagnostics):
     diagnostics.settled()
     start = len(diagnostics.reports)
-    camera = _camera("rtabmap_robot_lab_a", 25, 5.0)
+    camera = _camera("rtabmap_robot_lab_a", (640, 480), 25, 5.0)
     while camera.poll() is None:
         diagnostics.spin(0.2)
     assert camera.returncode == 0, camera.communicate()[1]
