@@ -6,62 +6,65 @@ import numpy as np
 import pytest
 
 from sim2real.contracts import actions
-from sim2real.contracts.camera import ray_directions, vfov_deg
+from sim2real.contracts.camera import CameraContract, Intrinsics, ray_directions, vfov_deg
 from sim2real.contracts.manifest import (new_manifest, read_manifest, sha256_file, write_bytes_atomic,
                                          write_manifest)
-from sim2real.contracts.preprocessing import (PreprocessSpec, depth_from_millimetres, depth_to_millimetres,
-                                              preprocess, resize_area)
+from sim2real.contracts.preprocessing import (TOO_FAR, TOO_NEAR, VALID, PreprocessSpec, depth_from_millimetres,
+                                              depth_to_millimetres, pixel_states, preprocess)
 from sim2real.contracts.scenario import ScenarioError, builtin_names, load_scenario, parse_scenario
 
-SPEC = PreprocessSpec(size=32, min_range_m=0.1, max_range_m=5.0)
+SPEC = PreprocessSpec(width=32, height=18, min_range_m=0.1, max_range_m=5.0)
+CAMERA = CameraContract.for_camera(224, 126, 87.0, "d435")
 
 
 def test_preprocess_uses_fixed_range_not_image_statistics():
-    near_wall = np.full((64, 64), 0.6, np.float32)
-    far_wall = np.full((64, 64), 4.0, np.float32)
-    near, far = preprocess(near_wall, SPEC), preprocess(far_wall, SPEC)
-    assert np.all(np.isfinite(near)) and np.all(np.isfinite(far))
-    assert near.mean() == pytest.approx((0.6 - 0.1) / 4.9, abs=1e-5)
-    assert far.mean() > near.mean() + 0.5
+    near_wall = np.full((126, 224), 0.6, np.float32)
+    far_wall = np.full((126, 224), 4.0, np.float32)
+    near, far = preprocess(near_wall, SPEC, CAMERA), preprocess(far_wall, SPEC, CAMERA)
+    assert near.shape == far.shape == (2, 18, 32)
+    assert np.allclose(near[0], (0.6 - 0.1) / 4.9, atol=1e-6) and np.all(near[1] == 1.0)
+    assert far[0].mean() > near[0].mean() + 0.5
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 0.0, -1.0])
-def test_invalid_pixels_become_invalid_value(bad):
-    depth = np.full((32, 32), 2.0, np.float32)
-    depth[:, :16] = bad
-    out = preprocess(depth, SPEC)
-    assert np.all(out[:, :16] == SPEC.invalid_value)
-    assert np.allclose(out[:, 16:], (2.0 - 0.1) / 4.9)
+@pytest.mark.parametrize("bad", [np.nan, 0.0, -1.0])
+def test_no_return_pixels_are_no_data_never_a_depth(bad):
+    depth = np.full((126, 224), 2.0, np.float32)
+    depth[:, :112] = bad
+    out = preprocess(depth, SPEC, CAMERA)
+    assert np.all(out[:, :, :16] == 0.0), "no data: validity 0 and depth channel 0"
+    assert np.allclose(out[0, :, 16:], (2.0 - 0.1) / 4.9) and np.all(out[1, :, 16:] == 1.0)
 
 
-def test_preprocess_clips_to_camera_range_and_resizes_any_shape():
-    depth = np.array([[0.01, 100.0]] * 3, np.float32)
-    out = preprocess(np.repeat(depth, 20, axis=1), PreprocessSpec(size=16))
-    assert out.shape == (16, 16) and out.dtype == np.float32
-    assert out.min() >= 0.0 and out.max() <= 1.0
-    with pytest.raises(ValueError, match="2-D"):
-        preprocess(np.zeros((2, 2, 2)), SPEC)
+def test_too_far_and_too_near_are_measurements():
+    depth = np.array([[0.01, 100.0, np.inf, -np.inf, 0.1, 5.0]], np.float32).repeat(4, axis=0)
+    states = pixel_states(depth, SPEC)
+    assert states[0].tolist() == [TOO_NEAR, TOO_FAR, TOO_FAR, TOO_NEAR, VALID, VALID]
+    wide = np.repeat(depth, 40, axis=1)
+    out = preprocess(wide, PreprocessSpec(width=16, height=16), CameraContract.for_camera(240, 4, 87.0),
+                     Intrinsics.from_fov(240, 4, 87.0, CameraContract.for_camera(240, 4, 87.0).vfov_deg))
+    assert out.shape == (2, 16, 16) and np.all(out[1] == 1.0), "every pixel holds a return"
+    assert out[0].min() >= 0.0 and out[0].max() <= 1.0
 
 
-def test_area_resize_preserves_mean_and_exact_blocks():
-    image = np.arange(64, dtype=np.float32).reshape(8, 8)
-    out = resize_area(image, 4, 4)
-    assert out[0, 0] == pytest.approx(image[:2, :2].mean())
-    assert resize_area(image, 3, 5).mean() == pytest.approx(image.mean(), rel=1e-5)
-
-
-def test_millimetre_round_trip_marks_invalid_as_zero_and_nan():
-    metres = np.array([[1.234, np.nan, 0.0, np.inf]], np.float32)
+def test_millimetre_round_trip_keeps_each_pixel_state():
+    metres = np.array([[1.234, np.nan, 0.0, np.inf, -np.inf, 70.0, 0.0001]], np.float32)
     mm = depth_to_millimetres(metres)
-    assert mm.tolist() == [[1234, 0, 0, 0]]
+    assert mm.tolist() == [[1234, 0, 0, 65535, 1, 65535, 1]]
     back = depth_from_millimetres(mm)
-    assert back[0, 0] == pytest.approx(1.234) and np.isnan(back[0, 1:]).all()
+    assert back[0, 0] == pytest.approx(1.234) and np.isnan(back[0, 1:3]).all()
+    spec = PreprocessSpec(width=16, height=16)
+    np.testing.assert_array_equal(pixel_states(back, spec), pixel_states(metres, spec))
 
 
-def test_preprocess_spec_round_trip_and_rejects_unknown_keys():
+def test_preprocess_spec_round_trip_and_rejects_unknown_keys_and_bad_values():
     assert PreprocessSpec.from_dict(SPEC.to_dict()) == SPEC
     with pytest.raises(ValueError, match="unknown preprocessing key"):
         PreprocessSpec.from_dict({**SPEC.to_dict(), "mean": 0.5})
+    with pytest.raises(ValueError, match="width must be a whole number"):
+        PreprocessSpec.from_dict({**SPEC.to_dict(), "width": 96.5})
+    with pytest.raises(ValueError, match="version 1 .*retrain and re-export"):
+        PreprocessSpec.from_dict({"size": 96, "min_range_m": 0.1, "max_range_m": 5.0, "invalid_value": 0.0,
+                                  "version": 1})
 
 
 def test_action_space_twists():
@@ -111,6 +114,7 @@ def test_user_file_works_where_a_name_does(tmp_path):
 @pytest.mark.parametrize("data, key", [
     ({"name": "x", "camera": {"widht": 64}}, "camera.widht"),
     ({"name": "x", "camera": {"width": 3}}, "camera.width"),
+    ({"name": "x", "randomization": {"max_range_m": [4.0, 5.0]}}, "randomization.max_range_m"),
     ({"name": "x", "obstacles": {"count": [5, 2]}}, "obstacles"),
     ({"name": "x", "bogus": 1}, "bogus"),
 ])

@@ -19,6 +19,8 @@ class Twist:
 
 ACTIONS: tuple[str, ...] = ("forward", "left", "right")
 FORWARD, LEFT, RIGHT = range(3)
+# The action a mirrored (left-right flipped) scene calls for, by index: forward stays, left and right swap.
+MIRROR: tuple[int, ...] = (FORWARD, RIGHT, LEFT)
 
 FORWARD_SPEED_MPS = 0.5
 TURN_RATE_RADPS = 0.5
@@ -36,6 +38,20 @@ def twist_for(action: int, forward_speed: float = FORWARD_SPEED_MPS,
     if action == RIGHT:
         return Twist(0.0, -turn_rate)
     raise ValueError(f"action index {action!r} is not one of 0..{len(ACTIONS) - 1} {ACTIONS}")
+
+
+def choose(logits) -> tuple[int, bool]:
+    """The action for a model's logits, and whether it came from an exact left/right tie.
+
+    The highest logit wins. Left and right tied exactly for the highest (what a mirror-symmetric
+    view gives a mirror-equivariant model) resolve to LEFT, as the expert resolves equally free
+    sides; such decisions are reported as ties.
+    """
+    values = [float(v) for v in logits]
+    best = max(values)
+    action = values.index(best)
+    tie = values[LEFT] == values[RIGHT] == best and action != FORWARD
+    return (LEFT if tie else action), tie
 
 
 def spec() -> dict:
