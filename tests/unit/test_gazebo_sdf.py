@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from sim2real.contracts.scenario import load_scenario
+from sim2real.contracts.scenario import RENDER_REACH_M, load_scenario
 from sim2real.sim.gazebo.bridge import ROS_TOPICS, bridge_entries, bridge_yaml
 from sim2real.sim.gazebo.sdf import GZ_TOPICS, world_sdf
 from sim2real.sim.world import Obstacle, Pose2D, World, sample_world
@@ -94,7 +94,9 @@ def test_depth_camera_matches_the_scenario_camera(scene):
     assert int(sensor.find("camera/image/width").text) == cam.width
     assert int(sensor.find("camera/image/height").text) == cam.height
     assert sensor.find("camera/image/format").text == "R_FLOAT32"
-    assert float(sensor.find("camera/clip/far").text) == pytest.approx(cam.max_range_m)
+    # Far beyond the rated range: a reading past max_range_m is published ("too far"), not clipped to a hole.
+    assert float(sensor.find("camera/clip/far").text) == pytest.approx(RENDER_REACH_M)
+    assert RENDER_REACH_M > cam.max_range_m
     assert float(sensor.find("camera/clip/near").text) <= cam.min_range_m
     # Pose relative to the chassis link: at the front edge, mount height above the floor, pitched down.
     chassis_z = floats(root.find("./world/model[@name='robot']/link[@name='chassis']/pose").text)[2]

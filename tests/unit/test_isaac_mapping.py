@@ -166,19 +166,22 @@ def test_backend_builds_the_description_and_reads_depth(fake_isaac, default):
     backend_module, rep, geom, stage, annotator, depth_of = fake_isaac
     backend = registry.create("isaac", default)
     assert isinstance(backend, backend_module.IsaacBackend) and not backend.can_drive
-    rep.create.render_product.assert_called_once_with(mapping.CAMERA_PATH, (224, 224))
-    rep.AnnotatorRegistry.get_annotator.assert_called_once_with("distance_to_image_plane")
+    rep.create.render_product.assert_not_called()          # one per image size, made on first use
     with pytest.raises(RuntimeError, match="before load"):
         backend.render_ideal(Pose2D(0, 0, 0), sample_camera(default, np.random.default_rng(0)))
     world = sample_world(default, np.random.default_rng(2))
     backend.load(world)
     defined = [c.args[1] for c in geom.Cube.Define.call_args_list + geom.Cylinder.Define.call_args_list]
     assert sorted(defined) == sorted(p.path for p in mapping.scene_description(default, world).prims)
-    image = np.full((224, 224), 2.0, dtype=np.float32)
+    camera = sample_camera(default, np.random.default_rng(3))
+    width, height = camera.size(default.camera)
+    assert (width, height) != (default.camera.width, default.camera.height), "a drawn camera of another aspect"
+    image = np.full((height, width), 2.0, dtype=np.float32)
     image[:10] = np.inf                       # nothing hit
     depth_of["image"] = image
-    camera = sample_camera(default, np.random.default_rng(3))
     ideal = backend.render_ideal(Pose2D(0.5, 0.5, 1.0), camera)
+    rep.create.render_product.assert_called_once_with(mapping.CAMERA_PATH, (width, height))
+    rep.AnnotatorRegistry.get_annotator.assert_called_once_with("distance_to_image_plane")
     rep.orchestrator.step.assert_called_once()
     assert np.isnan(ideal[:10]).all() and (ideal[10:] == 2.0).all()
     spec = mapping.camera_spec(default, Pose2D(0.5, 0.5, 1.0), camera)

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("mujoco")
 
 from sim2real.contracts.camera import camera_rotation, ray_directions  # noqa: E402
-from sim2real.contracts.scenario import load_scenario  # noqa: E402
+from sim2real.contracts.scenario import RENDER_REACH_M, load_scenario  # noqa: E402
 from sim2real.sim import registry  # noqa: E402
 from sim2real.sim.mujoco_backend import MujocoBackend  # noqa: E402
 from sim2real.sim.world import CameraSample, Obstacle, Pose2D, World  # noqa: E402
@@ -69,9 +69,17 @@ def test_shapes_and_yaw_follow_the_world_convention(scenario, obstacle, distance
     np.testing.assert_allclose(centre(depth), distance - scenario.robot.radius_m, atol=2e-3)
 
 
-def test_nothing_within_range_is_nan(scenario):
-    depth = render(backend_for(scenario, size=30.0), ideal_camera(scenario))
+def test_nothing_within_the_render_reach_is_no_return(scenario):
+    depth = render(backend_for(scenario, size=2 * RENDER_REACH_M + 4.0), ideal_camera(scenario))
     assert np.isnan(depth[: scenario.camera.height // 2]).all()
+
+
+def test_a_wall_beyond_the_max_range_reads_its_distance(scenario):
+    """A real camera publishes a reading beyond its rated range ("too far", free space), not a hole."""
+    distance = 2.5 * scenario.camera.max_range_m
+    wall = Obstacle("box", scenario.robot.radius_m + distance + 0.05, 0.0, 0.0, (0.05, 19.0), 19.0)
+    depth = render(backend_for(scenario, wall, size=40.0), ideal_camera(scenario))
+    np.testing.assert_allclose(depth[: scenario.camera.height // 2], distance, rtol=1e-4)
 
 
 def test_floor_fills_the_lower_rows_when_pitched_down(scenario):

@@ -29,6 +29,9 @@ def scenario(**sections):
     ({"randomization": {"camera_roll_deg": [-30.0, 0.0]}}, "randomization.camera_roll_deg"),
     ({"randomization": {"edge_hole_prob": [0.0, 1.5]}}, "randomization.edge_hole_prob"),
     ({"randomization": {"min_range_m": [0.1, 6.0]}}, "randomization.min_range_m"),
+    ({"randomization": {"camera_aspect": [0.5, 1.5]}}, "randomization.camera_aspect"),
+    ({"randomization": {"max_return_m": [4.0, 50.0]}}, "randomization.max_return_m"),
+    ({"randomization": {"max_range_m": [4.0, 5.0]}}, "randomization.max_range_m"),
     ({"randomization": {"dropuot": [0.0, 0.1]}}, "randomization.dropuot"),
     ({"noise": {"quantization_mode": "log"}}, "noise.quantization_mode"),
     ({"noise": {"shadow_baseline_m": -0.01}}, "noise.shadow_baseline_m"),
@@ -44,6 +47,9 @@ def test_the_training_scenario_has_every_randomization_on():
     default = load_scenario("default")
     rnd = default.randomization
     assert all(getattr(rnd, name) is not None for name in Randomization.model_fields if name != "hfov_step_deg")
+    # The camera is a real one: the RealSense D435's depth stream, 87 degrees wide, 16:9.
+    assert (default.camera.width, default.camera.height, default.camera.hfov_deg) == (224, 126, 87.0)
+    assert "D435" in default.camera.name
     assert set(default.obstacles.shapes) == {"box", "cylinder", "pole", "wall"}
     assert default.arena.size_range_m is not None and default.arena.partitions.count[1] > 0
     assert isinstance(default.obstacles.min_gap_m, tuple)
@@ -130,15 +136,21 @@ def test_cameras_follow_the_randomization_ranges():
               "lateral_m": rnd.camera_lateral_m, "stereo_sigma_per_m2": rnd.stereo_sigma_per_m2,
               "dropout": rnd.dropout, "edge_hole_prob": rnd.edge_hole_prob,
               "shadow_baseline_m": rnd.shadow_baseline_m, "quantization_m": rnd.quantization_m,
-              "min_range_m": rnd.min_range_m, "max_range_m": rnd.max_range_m}
+              "min_range_m": rnd.min_range_m, "max_return_m": rnd.max_return_m}
     samples = [sample_camera(spec, rng) for _ in range(300)]
     for name, (lo, hi) in fields.items():
         values = np.array([getattr(s, name) for s in samples])
         assert values.min() >= lo and values.max() <= hi, name
         assert values.std() > (hi - lo) / 5, f"{name} is not spread over its range"
-    stepped = spec.model_copy(update={"randomization": rnd.model_copy(update={"hfov_step_deg": 2.0})})
+    # Common depth cameras: 55-90 degrees wide, 4:3 to 16:9, each image within the camera's pixels.
+    assert rnd.camera_hfov_deg == (55.0, 90.0) and rnd.camera_aspect == (1.333, 1.778)
+    aspects = np.array([s.width / s.height for s in samples])
+    assert aspects.min() < 1.36 and aspects.max() > 1.74 and aspects.std() > 0.08
+    assert all(s.width <= spec.camera.width and s.height <= spec.camera.height for s in samples)
+    assert all(max(s.width / spec.camera.width, s.height / spec.camera.height) == 1.0 for s in samples)
+    stepped = spec.model_copy(update={"randomization": rnd.model_copy(update={"hfov_step_deg": 5.0})})
     hfovs = {sample_camera(stepped, rng).hfov_deg for _ in range(100)}
-    assert hfovs <= {82.0, 84.0, 86.0, 88.0, 90.0, 92.0} and len(hfovs) >= 4
+    assert hfovs <= {55.0, 60.0, 65.0, 70.0, 75.0, 80.0, 85.0, 90.0} and len(hfovs) >= 6
 
 
 def test_mounting_jitter_moves_and_turns_the_camera():

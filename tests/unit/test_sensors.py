@@ -136,17 +136,20 @@ def test_disparity_quantisation_step_grows_with_distance_squared():
     assert np.unique(out).size == 1 and abs(float(out[0, 0]) - 2.0) <= q * 4 / 2
 
 
-def test_readings_outside_the_range_are_invalid_and_encoded_as_the_camera_would():
-    ideal = np.array([[0.05, 0.1, 2.0, 5.0, 5.01, np.nan]], dtype=np.float32)
+def test_range_is_reported_as_a_camera_driver_does():
+    """Below the min range: no return. Beyond the max range: published as measured (too far is free
+    space, never a hole). Beyond a drawn reach (structured light, time of flight): no return."""
+    ideal = np.array([[0.05, 0.1, 2.0, 5.0, 5.01, 12.0, np.nan]], dtype=np.float32)
     out = apply_sensor_model(ideal, CAMERA, OFF, np.random.default_rng(0))
-    assert np.isnan(out[0, [0, 4, 5]]).all() and np.isfinite(out[0, [1, 2, 3]]).all()
-    # A drawn range replaces the camera's.
-    narrow = apply_sensor_model(ideal, CAMERA, model(min_range_m=0.2, max_range_m=4.0), np.random.default_rng(0))
-    assert np.isnan(narrow[0, [0, 1, 3, 4, 5]]).all() and narrow[0, 2] == pytest.approx(2.0)
+    assert np.isnan(out[0, [0, 6]]).all()
+    np.testing.assert_array_equal(out[0, 1:6], ideal[0, 1:6])
+    narrow = apply_sensor_model(ideal, CAMERA, model(min_range_m=0.2, max_return_m=8.0), np.random.default_rng(0))
+    assert np.isnan(narrow[0, [0, 1, 5, 6]]).all()
+    np.testing.assert_array_equal(narrow[0, 2:5], ideal[0, 2:5])
     as_32fc1 = encode_depth(narrow, "32FC1")
-    assert as_32fc1.dtype == np.float32 and np.isnan(as_32fc1[0, [0, 1, 3]]).all()
+    assert as_32fc1.dtype == np.float32 and np.isnan(as_32fc1[0, [0, 1, 5]]).all() and as_32fc1[0, 4] == np.float32(5.01)
     as_16uc1 = encode_depth(narrow, "16UC1")
-    assert as_16uc1.dtype == np.uint16 and as_16uc1.tolist() == [[0, 0, 2000, 0, 0, 0]]
+    assert as_16uc1.dtype == np.uint16 and as_16uc1.tolist() == [[0, 0, 2000, 5000, 5010, 0, 0]]
     with pytest.raises(ValueError, match="encoding"):
         encode_depth(narrow, "8UC1")
 
@@ -154,7 +157,7 @@ def test_readings_outside_the_range_are_invalid_and_encoded_as_the_camera_would(
 def test_models_are_reproducible_from_the_generator_seed():
     image = step_image(1.0, 3.0, slice(80, 120))
     everything = model(stereo_sigma_per_m2=0.01, dropout=0.02, edge_hole_prob=0.5, shadow_baseline_m=0.05,
-                       quantization_m=0.004, min_range_m=0.2, max_range_m=4.5)
+                       quantization_m=0.004, min_range_m=0.2, max_return_m=4.5)
     a = apply_sensor_model(image, CAMERA, everything, np.random.default_rng(7))
     b = apply_sensor_model(image, CAMERA, everything, np.random.default_rng(7))
     np.testing.assert_array_equal(a, b)

@@ -32,6 +32,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from sim2real.contracts.manifest import sha256_bytes
 
 BUILTIN_DIR = Path(__file__).with_name("scenarios")
+RENDER_REACH_M = 20.0   # the simulators render surfaces up to this far; beyond it nothing returns
 
 ShapeName = Literal["box", "cylinder", "pole", "wall"]
 
@@ -195,10 +196,17 @@ class Robot(_Strict):
 
 
 class Camera(_Strict):
-    """A forward-looking pinhole depth camera at the front of the robot."""
+    """A forward-looking pinhole depth camera at the front of the robot (square pixels, centred).
 
+    ``min_range_m`` / ``max_range_m`` are the camera's rated range, and the range a model trained
+    on this scenario scales to [0, 1]: a reading beyond ``max_range_m`` is still published (it is
+    free space, "too far"), one below ``min_range_m`` is "too near". ``name`` says which real
+    camera this is (recorded in the model). A model is trained for this camera's field of view.
+    """
+
+    name: str = Field("", max_length=100)
     width: Int(16, 1280) = 224
-    height: Int(16, 1024) = 224
+    height: Int(16, 1024) = 126
     hfov_deg: Real(10, 170, open_low=True, open_high=True) = 87.0
     mount_height_m: Real(0, 5, open_low=True) = 0.25
     pitch_deg: Real(-45, 45) = Field(10.0, description="downward tilt")
@@ -214,7 +222,8 @@ class Camera(_Strict):
 
 class Noise(_Strict):
     """Depth sensor model applied by every backend after rendering (``sim.sensors``), in this order:
-    shadows, edge holes, stereo noise, quantisation, min/max range, dropout."""
+    shadows, edge holes, stereo noise, quantisation, range (too near: no return; beyond
+    ``max_return_m``: no return), dropout."""
 
     stereo_sigma_per_m2: Real(0, 1) = Field(0.0, description="std dev = k * z^2 (metres)")
     dropout: Real(0, 1) = Field(0.0, description="fraction of pixels read as invalid")
@@ -226,14 +235,20 @@ class Noise(_Strict):
     quantization_m: Real(0, 0.5) = Field(0.0, description="depth step at 1 m (0 = none)")
     quantization_mode: Literal["depth", "disparity"] = Field(
         "disparity", description="'depth': a fixed step; 'disparity': the step grows with z^2 (stereo)")
+    max_return_m: Real(0, RENDER_REACH_M) = Field(
+        0.0, description="farthest surface that still returns (structured light, time of flight); farther "
+                         f"ones read no return. 0: every surface within the render's {RENDER_REACH_M:g} m (stereo)")
 
 
 class Randomization(_Strict):
     """Per-image ranges; each replaces the camera's (or the noise section's) fixed value when present.
 
     ``camera_roll_deg``, ``camera_yaw_deg`` and ``camera_lateral_m`` are mounting jitter (nominal 0).
-    ``hfov_step_deg`` rounds each drawn field of view to a multiple of itself so ray tables can be
-    reused (0 = continuous).
+    ``camera_hfov_deg`` and ``camera_aspect`` (width / height, e.g. 4:3 = 1.333, 16:9 = 1.778) draw
+    a different camera per image: the image is the largest of that aspect within ``camera.width`` x
+    ``camera.height`` pixels. ``hfov_step_deg`` rounds each drawn field of view to a multiple of
+    itself so ray tables can be reused (0 = continuous). ``min_range_m`` is the drawn camera's
+    minimum range (closer surfaces read no return), ``max_return_m`` its reach (see ``noise``).
     """
 
     camera_height_m: RealRange(0.01, 5) | None = None
@@ -247,9 +262,19 @@ class Randomization(_Strict):
     edge_hole_prob: RealRange(0, 1) | None = None
     shadow_baseline_m: RealRange(0, 0.5) | None = None
     quantization_m: RealRange(0, 0.5) | None = None
+    camera_aspect: RealRange(1.0, 2.5) | None = None
     min_range_m: RealRange(0, 100) | None = None
-    max_range_m: RealRange(0, 100) | None = None
+    max_return_m: RealRange(0, RENDER_REACH_M) | None = None
     hfov_step_deg: Real(0, 10) = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, data: object) -> object:
+        if isinstance(data, dict) and "max_range_m" in data:
+            raise ValueError("max_range_m: no longer a randomization: a reading beyond the camera's max range "
+                             "is published as measured (too far, free space), not made a hole; to draw a "
+                             "camera whose reach ends, use randomization.max_return_m")
+        return data
 
 
 class Expert(_Strict):
@@ -312,10 +337,9 @@ class Scenario(_Strict):
     def _camera_ranges(self) -> "Scenario":
         rnd, cam = self.randomization, self.camera
         min_hi = rnd.min_range_m[1] if rnd.min_range_m is not None else cam.min_range_m
-        max_lo = rnd.max_range_m[0] if rnd.max_range_m is not None else cam.max_range_m
-        if min_hi >= max_lo:
-            key = "randomization.min_range_m" if rnd.min_range_m is not None else "randomization.max_range_m"
-            raise ValueError(f"{key}: a drawn min range ({min_hi}) could reach the max range ({max_lo})")
+        if min_hi >= cam.max_range_m:
+            key = "randomization.min_range_m" if rnd.min_range_m is not None else "camera.min_range_m"
+            raise ValueError(f"{key}: a drawn min range ({min_hi}) could reach the max range ({cam.max_range_m})")
         return self
 
     @model_validator(mode="after")

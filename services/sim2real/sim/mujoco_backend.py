@@ -24,7 +24,7 @@ from functools import lru_cache
 import mujoco
 import numpy as np
 
-from sim2real.contracts.scenario import Scenario
+from sim2real.contracts.scenario import RENDER_REACH_M, Scenario
 from sim2real.sim.base import SimBackend, UnsupportedScenario
 from sim2real.sim.sensors import apply_sensor_model
 from sim2real.sim.world import (
@@ -114,7 +114,7 @@ class MujocoBackend(SimBackend):
         self._world: World | None = None
         self._corners = np.zeros((0, 8, 3))
         cam = scenario.camera
-        count = cam.width * cam.height
+        count = cam.width * cam.height      # every drawn image fits within the camera's pixels
         self._geomid = np.empty(count, dtype=np.int32)
         self._dist = np.empty(count, dtype=np.float64)
 
@@ -126,24 +126,26 @@ class MujocoBackend(SimBackend):
         self._corners = (np.stack([_corners(o) for o in world.obstacles]) if world.obstacles
                          else np.zeros((0, 8, 3)))
 
-    def _rays(self, rotation: np.ndarray, hfov_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _rays(self, rotation: np.ndarray, width: int, height: int,
+              hfov_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """World-frame ray components ``(dx, dy, dz)``, each ``(H, W)``; camera-frame forward is 1."""
-        cam = self.scenario.camera
-        left, up, _ = _pixel_slopes(cam.width, cam.height, float(hfov_deg))
+        left, up, _ = _pixel_slopes(width, height, float(hfov_deg))
         return tuple(np.add.outer(up * rotation[i, 2] + rotation[i, 0], left * rotation[i, 1]) for i in range(3))
 
     def _cast(self, origin: np.ndarray, vec: np.ndarray, cutoff: float, groups: np.ndarray | None) -> np.ndarray:
         """z-depth of the first hit of each ray (inf where none within ``cutoff``)."""
         n = len(vec)
+        if n > len(self._geomid):
+            self._geomid, self._dist = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.float64)
         gid, dist = self._geomid[:n], self._dist[:n]
         mujoco.mj_multiRay(self._model, self._data, origin, np.ascontiguousarray(vec).ravel(), groups, 1, -1,
                            gid, dist, None, n, cutoff)
         return np.where((gid >= 0) & (dist <= cutoff), dist, np.inf)
 
-    def _obstacle_pixels(self, origin: np.ndarray, rotation: np.ndarray, fx: float) -> np.ndarray:
+    def _obstacle_pixels(self, origin: np.ndarray, rotation: np.ndarray, fx: float, width: int,
+                         height: int) -> np.ndarray:
         """Mask ``(H, W)`` of the pixels inside some obstacle's projected bounding box."""
-        cam = self.scenario.camera
-        mask = np.zeros((cam.height, cam.width), dtype=bool)
+        mask = np.zeros((height, width), dtype=bool)
         if not len(self._corners):
             return mask
         local = (self._corners - origin) @ rotation                      # (K, 8, 3) camera frame
@@ -156,12 +158,12 @@ class MujocoBackend(SimBackend):
         points = np.concatenate([local, clipped], axis=1)                 # (K, 36, 3)
         keep = np.concatenate([ahead, crossing], axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            col = cam.width / 2.0 - 0.5 - points[..., 1] / points[..., 0] * fx
-            row = cam.height / 2.0 - 0.5 - points[..., 2] / points[..., 0] * fx
+            col = width / 2.0 - 0.5 - points[..., 1] / points[..., 0] * fx
+            row = height / 2.0 - 0.5 - points[..., 2] / points[..., 0] * fx
         for k in np.flatnonzero(keep.any(axis=1)):
             c, r = col[k][keep[k]], row[k][keep[k]]
-            c0, c1 = max(math.floor(c.min()), 0), min(math.ceil(c.max()) + 1, cam.width)
-            r0, r1 = max(math.floor(r.min()), 0), min(math.ceil(r.max()) + 1, cam.height)
+            c0, c1 = max(math.floor(c.min()), 0), min(math.ceil(c.max()) + 1, width)
+            r0, r1 = max(math.floor(r.min()), 0), min(math.ceil(r.max()) + 1, height)
             if c0 < c1 and r0 < r1:
                 mask[r0:r1, c0:c1] = True
         return mask
@@ -186,24 +188,26 @@ class MujocoBackend(SimBackend):
         return wall
 
     def render_ideal(self, pose: Pose2D, camera: CameraSample, exact: bool | None = None) -> np.ndarray:
-        """Noise-free z-depth in metres, NaN where no surface lies within the camera's reach."""
+        """Noise-free z-depth in metres, NaN where no surface lies within the render's reach.
+
+        The image is ``camera.size(...)`` pixels (the scenario camera's unless the sample draws another).
+        """
         if self._model is None:
             raise RuntimeError("MujocoBackend.render_depth called before load(world)")
-        cam = self.scenario.camera
+        width, height = camera.size(self.scenario.camera)
         origin, rotation = camera_extrinsics(pose, camera, self.scenario.robot.radius_m)
-        dx, dy, dz = self._rays(rotation, camera.hfov_deg)
-        # Far enough that every pixel whose z-depth is within max_range is found.
-        cutoff = 1.5 * max(cam.max_range_m, camera.max_range_m or 0.0)
+        dx, dy, dz = self._rays(rotation, width, height, camera.hfov_deg)
+        cutoff = RENDER_REACH_M
         world = self._world
         inside = (abs(origin[0]) < world.arena_size[0] / 2 and abs(origin[1]) < world.arena_size[1] / 2
                   and 0.0 < origin[2] < world.wall_height)
         if (self.exact if exact is None else exact) or not inside:
             vec = np.stack([dx.ravel(), dy.ravel(), dz.ravel()], axis=1)
-            depth = self._cast(origin, vec, cutoff, None).reshape(cam.height, cam.width)
+            depth = self._cast(origin, vec, cutoff, None).reshape(height, width)
         else:
             depth = self._environment(origin, dx, dy, dz)
-            _, _, fx = _pixel_slopes(cam.width, cam.height, float(camera.hfov_deg))
-            pixels = np.flatnonzero(self._obstacle_pixels(origin, rotation, fx))
+            _, _, fx = _pixel_slopes(width, height, float(camera.hfov_deg))
+            pixels = np.flatnonzero(self._obstacle_pixels(origin, rotation, fx, width, height))
             if len(pixels):
                 flat = depth.reshape(-1)
                 vec = np.stack([dx.ravel()[pixels], dy.ravel()[pixels], dz.ravel()[pixels]], axis=1)

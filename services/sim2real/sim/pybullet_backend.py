@@ -21,7 +21,7 @@ import pybullet as p
 
 from sim2real.contracts.actions import Twist
 from sim2real.contracts.camera import vfov_deg
-from sim2real.contracts.scenario import Robot, Scenario
+from sim2real.contracts.scenario import RENDER_REACH_M, Robot, Scenario
 from sim2real.sim.base import SimBackend, StepResult
 from sim2real.sim.sensors import apply_sensor_model
 from sim2real.sim.world import CameraSample, Obstacle, Pose2D, World, camera_extrinsics
@@ -240,18 +240,18 @@ class PybulletBackend(SimBackend):
         return self._proj_cache[key]
 
     def render_ideal(self, pose: Pose2D, camera: CameraSample) -> np.ndarray:
-        """Noise-free z-depth in metres (NaN where nothing was hit), before the sensor model."""
-        cam = self.scenario.camera
-        far = cam.max_range_m * 1.5
+        """Noise-free z-depth in metres (NaN where nothing was hit within the render's reach)."""
+        width, height = camera.size(self.scenario.camera)
+        far = RENDER_REACH_M
         # At the front edge, like the MuJoCo ray caster: the body lies behind the near plane, never in
         # view. camera_extrinsics also applies any mounting jitter (roll, yaw offset, lateral offset).
         eye, rot = camera_extrinsics(pose, camera, self.scenario.robot.radius_m)
         forward, up = rot[:, 0], rot[:, 2]
         view = p.computeViewMatrix(eye.tolist(), (eye + forward).tolist(), up.tolist(), physicsClientId=self.client)
-        proj = self._projection(cam.width, cam.height, camera.hfov_deg, far)
-        _, _, _, zbuf, _ = p.getCameraImage(cam.width, cam.height, view, proj, renderer=p.ER_TINY_RENDERER,
+        proj = self._projection(width, height, camera.hfov_deg, far)
+        _, _, _, zbuf, _ = p.getCameraImage(width, height, view, proj, renderer=p.ER_TINY_RENDERER,
                                             flags=p.ER_NO_SEGMENTATION_MASK, physicsClientId=self.client)
-        zbuf = np.asarray(zbuf, dtype=np.float64).reshape(cam.height, cam.width)
+        zbuf = np.asarray(zbuf, dtype=np.float64).reshape(height, width)
         depth = far * NEAR_M / (far - (far - NEAR_M) * zbuf)
         depth[(zbuf >= 1.0 - 1e-7) | (depth >= far * 0.999)] = np.nan
         return depth.astype(np.float32)

@@ -15,11 +15,18 @@ turns it into what a depth camera would publish, in this order:
 4. **quantisation** (``quantization_m``): ``depth`` mode rounds to a fixed step; ``disparity`` mode
    rounds inverse depth to a step of ``quantization_m`` per metre, so the depth step is
    ``quantization_m * z^2`` (stereo disparity is integer-subpixel).
-5. **range**: readings below ``min_range_m`` or above ``max_range_m`` are invalid.
-6. **dropout** (``dropout``): that fraction of pixels, anywhere, read invalid.
+5. **range**, as a real camera reports it: a surface closer than the drawn ``min_range_m`` reads
+   no return (a stereo camera cannot match closer than its minimum distance; the D435 publishes 0
+   there), and so does one farther than ``max_return_m`` when it is set (structured light and time
+   of flight lose far surfaces). A reading beyond the camera's ``max_range_m`` is **published as
+   measured**: it is free space ("too far" in the pixel contract), never a hole.
+6. **dropout** (``dropout``): that fraction of pixels, anywhere, read no return.
 
-The result is the 32FC1 convention (float32 metres, NaN invalid); ``encode_depth`` writes the 16UC1
-one (uint16 millimetres, 0 invalid), the way a camera driver publishes either.
+The ideal render reaches ``contracts.scenario.RENDER_REACH_M`` (20 m, beyond every built-in room); a ray that meets
+nothing within it reads no return, as a real camera looking into open space does. The result is
+the 32FC1 convention (float32 metres, NaN = no return); ``encode_depth`` writes the 16UC1 one
+(uint16 millimetres, 0 = no return), the way a camera driver publishes either. What the model then
+makes of each pixel is ``contracts.preprocessing``'s pixel contract, the same for both.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from sim2real.contracts.scenario import Camera
 from sim2real.sim.world import CameraSample
 
 ENCODINGS = ("32FC1", "16UC1")
+
 
 
 def focal_px(width: int, hfov_deg: float) -> float:
@@ -85,7 +93,7 @@ def quantize(depth: np.ndarray, step: float, mode: str) -> np.ndarray:
 
 def apply_sensor_model(ideal_m: np.ndarray, camera: Camera, sample: CameraSample,
                        rng: np.random.Generator) -> np.ndarray:
-    """Ideal z-depth (metres, NaN where nothing was hit) → what the camera would publish (32FC1).
+    """Ideal z-depth (metres, NaN where nothing was hit) → what the camera would publish (32FC1, NaN = no return).
 
     Each stage draws from ``rng`` only when it is switched on, so a scenario without a model
     consumes the same random numbers as before the model existed.
@@ -103,9 +111,10 @@ def apply_sensor_model(ideal_m: np.ndarray, camera: Camera, sample: CameraSample
     if sample.quantization_m > 0:
         depth = quantize(depth, sample.quantization_m, sample.quantization_mode)
     low = camera.min_range_m if sample.min_range_m is None else sample.min_range_m
-    high = camera.max_range_m if sample.max_range_m is None else sample.max_range_m
     with np.errstate(invalid="ignore"):
-        invalid |= (depth < low) | (depth > high)
+        invalid |= depth < low
+        if sample.max_return_m > 0:
+            invalid |= ideal_m > sample.max_return_m
     if sample.dropout > 0:
         invalid |= rng.random(depth.shape, dtype=np.float32) < sample.dropout
     depth[invalid] = np.nan
@@ -113,11 +122,12 @@ def apply_sensor_model(ideal_m: np.ndarray, camera: Camera, sample: CameraSample
 
 
 def encode_depth(depth_m: np.ndarray, encoding: str) -> np.ndarray:
-    """32FC1 (float32 metres, NaN invalid) or 16UC1 (uint16 millimetres, 0 invalid), as drivers publish."""
+    """32FC1 (float32 metres, NaN = no return) or 16UC1 (uint16 millimetres, 0 = no return), as drivers
+    publish; every pixel keeps its state (``contracts.preprocessing.pixel_states``)."""
     if encoding == "32FC1":
         out = np.asarray(depth_m, dtype=np.float32).copy()
         with np.errstate(invalid="ignore"):
-            out[~np.isfinite(out) | (out <= 0)] = np.nan
+            out[np.isnan(out) | ((out <= 0) & (out != -np.inf))] = np.nan
         return out
     if encoding == "16UC1":
         return depth_to_millimetres(depth_m)

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim2real.contracts.camera import camera_rotation
-from sim2real.contracts.scenario import Scenario
+from sim2real.contracts.camera import Intrinsics, camera_rotation
+from sim2real.contracts.scenario import Camera, Scenario
 
 PRIMITIVES = ("box", "cylinder")
 
@@ -51,8 +51,9 @@ class CameraSample:
     """Per-image camera parameters after randomization (mounting, intrinsics, sensor model).
 
     ``roll_deg``, ``yaw_offset_deg`` and ``lateral_m`` are mounting jitter: roll about the optical
-    axis, heading offset from the robot's, sideways offset (+ = left). ``min_range_m`` /
-    ``max_range_m`` of None mean the scenario camera's.
+    axis, heading offset from the robot's, sideways offset (+ = left). ``width`` / ``height`` of
+    None, and ``min_range_m`` of None, mean the scenario camera's; ``max_return_m`` of 0 means every
+    surface within the render's reach returns.
     """
 
     mount_height_m: float
@@ -69,7 +70,18 @@ class CameraSample:
     quantization_m: float = 0.0
     quantization_mode: str = "disparity"
     min_range_m: float | None = None
-    max_range_m: float | None = None
+    max_return_m: float = 0.0
+    width: int | None = None
+    height: int | None = None
+
+    def size(self, camera: Camera) -> tuple[int, int]:
+        """(width, height) of this image in pixels."""
+        return (camera.width if self.width is None else self.width,
+                camera.height if self.height is None else self.height)
+
+    def intrinsics(self, camera: Camera) -> Intrinsics:
+        """This image's pinhole intrinsics: centred, square pixels, ``hfov_deg`` wide."""
+        return Intrinsics.from_fov(*self.size(camera), self.hfov_deg)
 
 
 @dataclass(frozen=True)
@@ -249,6 +261,7 @@ def sample_camera(scenario: Scenario, rng: np.random.Generator) -> CameraSample:
     hfov = pick(rnd.camera_hfov_deg, cam.hfov_deg)
     if rnd.camera_hfov_deg is not None and rnd.hfov_step_deg > 0:
         hfov = round(hfov / rnd.hfov_step_deg) * rnd.hfov_step_deg
+    width, height = (None, None) if rnd.camera_aspect is None else image_size(cam, float(rng.uniform(*rnd.camera_aspect)))
     return CameraSample(
         mount_height_m=float(pick(rnd.camera_height_m, cam.mount_height_m)),
         pitch_deg=float(pick(rnd.camera_pitch_deg, cam.pitch_deg)),
@@ -264,8 +277,17 @@ def sample_camera(scenario: Scenario, rng: np.random.Generator) -> CameraSample:
         quantization_m=float(pick(rnd.quantization_m, noise.quantization_m)),
         quantization_mode=noise.quantization_mode,
         min_range_m=float(pick(rnd.min_range_m, cam.min_range_m)),
-        max_range_m=float(pick(rnd.max_range_m, cam.max_range_m)),
+        max_return_m=float(pick(rnd.max_return_m, noise.max_return_m)),
+        width=width,
+        height=height,
     )
+
+
+def image_size(camera: Camera, aspect: float) -> tuple[int, int]:
+    """The largest image of ``aspect`` (width / height) within the camera's width x height pixels."""
+    if aspect >= camera.width / camera.height:
+        return camera.width, max(1, round(camera.width / aspect))
+    return max(1, round(camera.height * aspect)), camera.height
 
 
 def nominal_camera(scenario: Scenario) -> CameraSample:
@@ -275,7 +297,7 @@ def nominal_camera(scenario: Scenario) -> CameraSample:
                         edge_hole_prob=noise.edge_hole_prob, edge_jump_m=noise.edge_jump_m,
                         shadow_baseline_m=noise.shadow_baseline_m, quantization_m=noise.quantization_m,
                         quantization_mode=noise.quantization_mode, min_range_m=cam.min_range_m,
-                        max_range_m=cam.max_range_m)
+                        max_return_m=noise.max_return_m)
 
 
 def camera_extrinsics(pose: Pose2D, camera: CameraSample, forward_offset_m: float) -> tuple[np.ndarray, np.ndarray]:

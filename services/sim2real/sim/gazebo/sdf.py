@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import xml.etree.ElementTree as ET
 
-from sim2real.contracts.scenario import Scenario
+from sim2real.contracts.scenario import RENDER_REACH_M, Scenario
 from sim2real.sim.world import Obstacle, Pose2D, World
 
 SDF_VERSION = "1.9"
@@ -150,7 +150,7 @@ def robot_model(scenario: Scenario, start: Pose2D | None = None) -> ET.Element:
     _sub(image, "format", "R_FLOAT32")
     clip = _sub(cam, "clip")
     _sub(clip, "near", min(CAMERA_NEAR_M, camera.min_range_m))
-    _sub(clip, "far", camera.max_range_m)
+    _sub(clip, "far", RENDER_REACH_M)     # beyond max_range_m a reading is "too far", still published
 
     bumper = _sub(chassis, "sensor", name="bumper", type="contact")
     _sub(bumper, "always_on", "true")

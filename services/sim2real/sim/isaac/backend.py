@@ -16,7 +16,8 @@ What it does, per the current APIs:
 - ``render_ideal(pose, camera)`` writes ``mapping.camera_spec`` onto one ``UsdGeom.Camera`` prim
   (transform, focal length, apertures, clipping range), steps Replicator once
   (``rep.orchestrator.step``) and reads the ``distance_to_image_plane`` annotator attached to a
-  render product of the camera at the scenario's resolution: z-depth in metres, ``inf`` → NaN.
+  render product of the camera at the image's resolution (one per drawn size, made on first use):
+  z-depth in metres, ``inf`` → NaN.
 - ``render_depth`` applies the same numpy sensor model as every other backend, so shards written
   through this backend have the same format and conventions as MuJoCo's.
 
@@ -76,11 +77,17 @@ class IsaacBackend(SimBackend):
         UsdGeom.SetStageMetersPerUnit(self._stage, 1.0)
         self._camera = UsdGeom.Camera.Define(self._stage, mapping.CAMERA_PATH)
         self._camera_xform = self._camera.AddTransformOp()
-        cam = scenario.camera
-        self._render_product = rep.create.render_product(mapping.CAMERA_PATH, (cam.width, cam.height))
-        self._annotator = rep.AnnotatorRegistry.get_annotator(mapping.DEPTH_ANNOTATOR)
-        self._annotator.attach([self._render_product.path])
+        self._products: dict[tuple[int, int], tuple] = {}   # resolution → (render product, annotator)
         self._loaded = False
+
+    def _annotator(self, resolution: tuple[int, int]):
+        """The depth annotator of a render product at ``resolution`` (one per drawn image size)."""
+        if resolution not in self._products:
+            product = self._rep.create.render_product(mapping.CAMERA_PATH, resolution)
+            annotator = self._rep.AnnotatorRegistry.get_annotator(mapping.DEPTH_ANNOTATOR)
+            annotator.attach([product.path])
+            self._products[resolution] = (product, annotator)
+        return self._products[resolution][1]
 
     def load(self, world: World) -> None:
         from pxr import Gf, Sdf, UsdGeom
@@ -118,9 +125,9 @@ class IsaacBackend(SimBackend):
         self._camera.GetHorizontalApertureAttr().Set(spec.horizontal_aperture)
         self._camera.GetVerticalApertureAttr().Set(spec.vertical_aperture)
         self._camera.GetClippingRangeAttr().Set(Gf.Vec2f(*spec.clipping_range))
+        annotator = self._annotator(spec.resolution)
         self._rep.orchestrator.step(rt_subframes=RT_SUBFRAMES, delta_time=0.0, pause_timeline=True)
-        depth = np.asarray(self._annotator.get_data(), dtype=np.float32).reshape(spec.resolution[1],
-                                                                                 spec.resolution[0])
+        depth = np.asarray(annotator.get_data(), dtype=np.float32).reshape(spec.resolution[1], spec.resolution[0])
         far = spec.clipping_range[1]
         with np.errstate(invalid="ignore"):
             depth = np.where(np.isfinite(depth) & (depth > 0) & (depth <= far), depth, np.nan)
@@ -130,9 +137,11 @@ class IsaacBackend(SimBackend):
         return apply_sensor_model(self.render_ideal(pose, camera), self.scenario.camera, camera, rng)
 
     def close(self) -> None:
-        """Detach the annotator and drop the render product; the Isaac Sim app lives on."""
-        try:
-            self._annotator.detach()
-            self._render_product.destroy()
-        except Exception:
-            pass
+        """Detach the annotators and drop the render products; the Isaac Sim app lives on."""
+        for product, annotator in self._products.values():
+            try:
+                annotator.detach()
+                product.destroy()
+            except Exception:
+                pass
+        self._products.clear()

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim2real.contracts.scenario import Scenario
+from sim2real.contracts.scenario import RENDER_REACH_M, Scenario
 from sim2real.sim.base import UnsupportedScenario
 from sim2real.sim.world import (
     PRIMITIVES,
@@ -143,16 +143,15 @@ def intrinsics(width: int, height: int, hfov_deg: float) -> tuple[float, float, 
 
 
 def camera_spec(scenario: Scenario, pose: Pose2D, camera: CameraSample) -> CameraSpec:
-    """The camera prim for one image: pose (with mounting jitter) and intrinsics."""
-    cam = scenario.camera
+    """The camera prim for one image: pose (with mounting jitter), intrinsics and resolution."""
+    width, height = camera.size(scenario.camera)
     origin, rotation = camera_extrinsics(pose, camera, scenario.robot.radius_m)
     usd_axes = np.stack([-rotation[:, 1], rotation[:, 2], -rotation[:, 0]])   # rows: right, up, back
     matrix = np.eye(4)
     matrix[:3, :3] = usd_axes
     matrix[3, :3] = origin
-    focal, h_ap, v_ap = intrinsics(cam.width, cam.height, camera.hfov_deg)
-    far = 1.5 * max(cam.max_range_m, camera.max_range_m or 0.0)
-    return CameraSpec(CAMERA_PATH, (cam.width, cam.height), focal, h_ap, v_ap, (NEAR_CLIP_M, far),
+    focal, h_ap, v_ap = intrinsics(width, height, camera.hfov_deg)
+    return CameraSpec(CAMERA_PATH, (width, height), focal, h_ap, v_ap, (NEAR_CLIP_M, RENDER_REACH_M),
                       tuple(tuple(float(v) for v in row) for row in matrix),
                       tuple(float(v) for v in origin), matrix_quaternion(usd_axes.T))
 
@@ -211,6 +210,7 @@ def randomizers(scenario: Scenario) -> list[dict]:
         "camera_yaw_deg": "xformOp:transform (rotation)",
         "camera_lateral_m": "xformOp:transform (translation)",
         "camera_hfov_deg": "focalLength",
+        "camera_aspect": "render product resolution, verticalAperture",
     }
     for name, target in camera_targets.items():
         value = getattr(rnd, name)
@@ -218,7 +218,7 @@ def randomizers(scenario: Scenario) -> list[dict]:
             out.append({"key": f"randomization.{name}", "range": list(value), "stage": "camera",
                         "target": f"{CAMERA_PATH} {target}"})
     for name in ("stereo_sigma_per_m2", "dropout", "edge_hole_prob", "shadow_baseline_m", "quantization_m",
-                 "min_range_m", "max_range_m"):
+                 "min_range_m", "max_return_m"):
         value = getattr(rnd, name)
         if value is not None:
             out.append({"key": f"randomization.{name}", "range": list(value), "stage": "post_render",
