@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
 import pytest
+import yaml
 
 pytest.importorskip("mujoco")
 
 from sim2real.contracts.actions import ACTIONS, FORWARD  # noqa: E402
+from sim2real.contracts.camera import Intrinsics  # noqa: E402
 from sim2real.contracts.dataset import MANIFEST, Dataset, DatasetError  # noqa: E402
 from sim2real.contracts.scenario import ScenarioError, load_scenario  # noqa: E402
 from sim2real.datagen import generate as generate_module  # noqa: E402
@@ -40,7 +43,8 @@ def test_manifest_describes_the_shards(dataset):
     assert [s["count"] for s in manifest["shards"]] == [25, 25, 10]
     assert set(manifest["per_class"]) == set(ACTIONS) and sum(manifest["per_class"].values()) == NUM
     assert manifest["scenario_name"] == "tiny" and manifest["scenario_sha256"] == load_scenario("tiny").sha256()
-    assert manifest["camera"] == {"width": 64, "height": 64, "min_range_m": 0.1, "max_range_m": 5.0}
+    assert manifest["camera"] == {"name": "", "width": 64, "height": 64, "hfov_deg": 87.0, "min_range_m": 0.1,
+                                  "max_range_m": 5.0, "randomized": {"hfov_deg": None, "aspect": None}}
     assert manifest["generator"]["backend"] == "mujoco" and "mujoco_version" in manifest["generator"]
     assert sorted(p.name for p in out.iterdir()) == ["contact_sheet.png", MANIFEST] + [
         s["file"] for s in manifest["shards"]]
@@ -48,11 +52,42 @@ def test_manifest_describes_the_shards(dataset):
 
 def test_reader_loads_what_was_written(dataset):
     out, manifest = dataset
-    depth, labels = Dataset(out).load()
+    depth, labels, cameras = Dataset(out).load()
     assert depth.shape == (NUM, 64, 64) and depth.dtype == np.uint16
+    np.testing.assert_array_equal(cameras, np.tile(Intrinsics.from_fov(64, 64, 87.0).to_list(), (NUM, 1)))
     counts = np.bincount(labels, minlength=len(ACTIONS))
     assert dict(zip(ACTIONS, counts.tolist())) == manifest["per_class"]
     assert 0 < (depth == 0).mean() < 0.9
+
+
+def test_each_image_is_stored_with_the_camera_that_took_it(tmp_path):
+    """Datagen draws cameras of other fields of view and aspects; every image keeps its intrinsics,
+    and its pixels beyond its own size are padding (0, never read)."""
+    spec = load_scenario("tiny").model_dump(mode="json")
+    spec["randomization"] = {"camera_hfov_deg": [55.0, 90.0], "camera_aspect": [1.333, 1.778]}
+    spec["camera"].update(width=64, height=36)
+    path = tmp_path / "drawn.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    generate(path, num=12, out=tmp_path / "data", seed=0, shard_size=12, progress=False)
+    depth, _, cameras = Dataset(tmp_path / "data").load()
+    widths, heights = cameras[:, 0].astype(int), cameras[:, 1].astype(int)
+    assert depth.shape == (12, 36, 64) and len(set(widths.tolist())) > 2 and (heights == 36).all()
+    for image, camera in zip(depth, cameras):
+        width, height = int(camera[0]), int(camera[1])
+        hfov = Intrinsics(width, height, *camera[2:]).fov_deg()[0]
+        assert 55.0 - 1e-6 <= hfov <= 90.0 + 1e-6 and 1.3 < width / height < 1.8
+        assert (image[:, width:] == 0).all()
+    assert (depth > 0).mean() > 0.2
+
+
+def test_an_older_dataset_says_to_regenerate(dataset, tmp_path):
+    out, _ = dataset
+    copy = tmp_path / "old"
+    shutil.copytree(out, copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    (copy / MANIFEST).write_text(json.dumps({**manifest, "format_version": 1}))
+    with pytest.raises(DatasetError, match="dataset format 1 .*regenerate it with sim2real datagen"):
+        Dataset(copy)
 
 
 def test_same_seed_is_byte_identical_with_any_worker_count(dataset, tmp_path):
@@ -188,7 +223,7 @@ def test_class_balance_is_exact(tmp_path):
     assert counts == [[8, 6, 6], [8, 6, 6], [4, 3, 3]]
     assert manifest["per_class"] == {"forward": 20, "left": 15, "right": 15}
     assert manifest["class_balance"]["forward_fraction_target"] == 0.4
-    _, labels = Dataset(tmp_path / "data").load()
+    _, labels, _ = Dataset(tmp_path / "data").load()
     assert np.bincount(labels, minlength=3).tolist() == [20, 15, 15]
     with pytest.raises(ValueError, match="balance"):
         generate("tiny", num=5, out=tmp_path / "bad", balance=1.5, progress=False)
@@ -220,7 +255,7 @@ def test_sensor_grid_png(tmp_path):
     from sim2real.datagen.sensor_grid import panels, write_sensor_grid
 
     titles = [title.split("\n")[0] for title, _ in panels(load_scenario("default"))]
-    assert titles == ["ideal", "stereo noise", "edge holes", "stereo shadows", "quantisation", "min / max range",
+    assert titles == ["ideal", "stereo noise", "edge holes", "stereo shadows", "quantisation", "min range / reach",
                       "dropout", "all together"]
     path = write_sensor_grid("tiny", tmp_path / "grid.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -35,7 +35,7 @@ import numpy as np
 
 from sim2real import __version__
 from sim2real.contracts.actions import ACTIONS, FORWARD, LEFT, RIGHT
-from sim2real.contracts.dataset import FORMAT_VERSION, MANIFEST, shard_name, write_shard
+from sim2real.contracts.dataset import FORMAT_VERSION, MANIFEST, image_of, shard_name, write_shard
 from sim2real.contracts.manifest import (
     atomic_path,
     new_manifest,
@@ -57,7 +57,7 @@ from sim2real.sim.world import (
 )
 
 # Bump when the same scenario and seed would give different bytes (recorded in every manifest).
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 CONTACT_SHEET = "contact_sheet.png"
 PROGRESS = "progress.json"
 IMAGES_PER_WORLD = 25          # the default of the scenario's datagen.images_per_world
@@ -149,8 +149,9 @@ def _render_shard(job: _ShardJob, report: Callable[[int], object]) -> _ShardResu
     per_world = scenario.datagen.images_per_world
     rng = np.random.default_rng(np.random.SeedSequence([job.seed, job.index]))
     targets = _schedule(job.start, job.count, job.forward_fraction, rng)
-    depth_mm = np.empty((job.count, cam.height, cam.width), dtype=np.uint16)
+    depth_mm = np.zeros((job.count, cam.height, cam.width), dtype=np.uint16)
     labels = np.empty(job.count, dtype=np.uint8)
+    cameras = np.empty((job.count, 6), dtype=np.float64)
     backend = registry.create(job.backend, scenario)
     try:
         for i in range(job.count):
@@ -177,14 +178,16 @@ def _render_shard(job: _ShardJob, report: Callable[[int], object]) -> _ShardResu
                                    f"{BALANCE_WORLDS} scenes of {scenario.name}; lower the balance target")
             camera = sample_camera(scenario, rng)
             labels[i] = label
-            depth_mm[i] = depth_to_millimetres(backend.render_depth(pose, camera, rng))
+            width, height = camera.size(cam)
+            cameras[i] = camera.intrinsics(cam).to_list()
+            depth_mm[i, :height, :width] = depth_to_millimetres(backend.render_depth(pose, camera, rng))
             report(1)
     finally:
         backend.close()
-    sha256 = write_shard(job.path, depth_mm, labels)
+    sha256 = write_shard(job.path, depth_mm, labels, cameras)
     return _ShardResult(job.index, job.count, sha256,
                         tuple(int(n) for n in np.bincount(labels, minlength=len(ACTIONS))),
-                        tuple((depth_mm[i].copy(), int(labels[i])) for i in job.previews))
+                        tuple((image_of(depth_mm[i], cameras[i]).copy(), int(labels[i])) for i in job.previews))
 
 
 _progress_queue = None
@@ -308,12 +311,13 @@ def _load_previews(job: _ShardJob) -> tuple[tuple[np.ndarray, int], ...]:
     if not job.previews:
         return ()
     with np.load(job.path, allow_pickle=False) as data:
-        depth, label = data["depth_mm"], data["label"]
-        return tuple((depth[i].copy(), int(label[i])) for i in job.previews)
+        depth, label, camera = data["depth_mm"], data["label"], data["camera"]
+        return tuple((image_of(depth[i], camera[i]).copy(), int(label[i])) for i in job.previews)
 
 
 def write_contact_sheet(path: Path, previews: list[tuple[int, np.ndarray, int]], scenario: Scenario) -> None:
-    """Save a grid of ``(index, depth_mm, label)`` previews as a PNG (invalid pixels in magenta), atomically."""
+    """Save a grid of ``(index, depth_mm, label)`` previews as a PNG (no return in magenta, readings
+    beyond the max range at the top of the colour scale), atomically."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
@@ -329,7 +333,7 @@ def write_contact_sheet(path: Path, previews: list[tuple[int, np.ndarray, int]],
     for ax in axes:
         ax.set_axis_off()
     if image is not None:
-        fig.colorbar(image, ax=axes.tolist(), shrink=0.6, label="z-depth (m); magenta = invalid")
+        fig.colorbar(image, ax=axes.tolist(), shrink=0.6, label="z-depth (m); magenta = no return")
     fig.suptitle(f"{scenario.name}: sample depth images and expert labels")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80, metadata={"Software": None})
@@ -433,8 +437,10 @@ def generate(scenario: str | Path, num: int, out: str | Path, seed: int = 0, wor
             scenario_sha256=spec.sha256(),
             seed=seed,
             run=key,
-            camera={"width": cam.width, "height": cam.height,
-                    "min_range_m": cam.min_range_m, "max_range_m": cam.max_range_m},
+            camera={"name": cam.name, "width": cam.width, "height": cam.height, "hfov_deg": cam.hfov_deg,
+                    "min_range_m": cam.min_range_m, "max_range_m": cam.max_range_m,
+                    "randomized": {"hfov_deg": spec.randomization.camera_hfov_deg,
+                                   "aspect": spec.randomization.camera_aspect}},
             generator={"backend": backend, f"{backend}_version": _package_version(backend),
                        "sim2real_version": __version__, "generator_version": GENERATOR_VERSION,
                        "images_per_world": spec.datagen.images_per_world, "shard_size": shard_size},

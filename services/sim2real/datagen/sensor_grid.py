@@ -24,7 +24,7 @@ from sim2real.sim.world import CameraSample, Obstacle, Pose2D, World, nominal_ca
 
 # Shown when the scenario leaves a model off and has no range for it.
 DEMO = {"stereo_sigma_per_m2": 0.01, "edge_hole_prob": 0.5, "shadow_baseline_m": 0.05,
-        "quantization_m": 0.006, "dropout": 0.03, "min_range_m": 0.2, "max_range_m": 4.0}
+        "quantization_m": 0.006, "dropout": 0.03, "min_range_m": 0.2, "max_return_m": 4.0}
 
 
 def demo_world() -> World:
@@ -41,16 +41,16 @@ def demo_world() -> World:
 def _value(scenario: Scenario, name: str, source: str) -> float:
     rng_range = getattr(scenario.randomization, name, None)
     if rng_range is not None and rng_range[1] > 0:
-        return float(rng_range[1] if name != "max_range_m" else rng_range[0])
+        return float(rng_range[1] if name != "max_return_m" else rng_range[0])
     nominal = getattr(scenario.noise if source == "noise" else scenario.camera, name)
-    return float(nominal) if nominal and name not in ("min_range_m", "max_range_m") else DEMO[name]
+    return float(nominal) if nominal and name != "min_range_m" else DEMO[name]
 
 
 def panels(scenario: Scenario) -> list[tuple[str, CameraSample]]:
     """(title, camera) for: ideal, each model alone, all together."""
     base = dataclasses.replace(nominal_camera(scenario), stereo_sigma_per_m2=0.0, dropout=0.0, edge_hole_prob=0.0,
                                shadow_baseline_m=0.0, quantization_m=0.0,
-                               min_range_m=0.01, max_range_m=scenario.camera.max_range_m * 1.5)
+                               min_range_m=0.01, max_return_m=0.0)
     models = [
         ("stereo noise", {"stereo_sigma_per_m2": _value(scenario, "stereo_sigma_per_m2", "noise")},
          "σ = {stereo_sigma_per_m2:g}·z² m"),
@@ -59,9 +59,9 @@ def panels(scenario: Scenario) -> list[tuple[str, CameraSample]]:
          "baseline {shadow_baseline_m:g} m"),
         ("quantisation", {"quantization_m": _value(scenario, "quantization_m", "noise")},
          scenario.noise.quantization_mode + ", {quantization_m:g} m at 1 m"),
-        ("min / max range", {"min_range_m": _value(scenario, "min_range_m", "camera"),
-                             "max_range_m": _value(scenario, "max_range_m", "camera")},
-         "{min_range_m:g}–{max_range_m:g} m"),
+        ("min range / reach", {"min_range_m": _value(scenario, "min_range_m", "camera"),
+                               "max_return_m": _value(scenario, "max_return_m", "noise")},
+         "no return below {min_range_m:g} m, beyond {max_return_m:g} m"),
         ("dropout", {"dropout": _value(scenario, "dropout", "noise")}, "p = {dropout:g}"),
     ]
     out = [("ideal", "", base)]
