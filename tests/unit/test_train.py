@@ -14,6 +14,7 @@ import torch
 from helpers_data import make_toy_dataset
 from sim2real.contracts.actions import ACTIONS, FORWARD, LEFT, RIGHT
 from sim2real.contracts.manifest import manifest_path, read_manifest, write_manifest
+from sim2real.contracts.camera import CameraContract, Intrinsics
 from sim2real.contracts.preprocessing import PreprocessSpec, depth_from_millimetres, preprocess_batch
 from sim2real.train import trainer
 from sim2real.train.augment import SensorAugment, augment_millimetres, corrupt
@@ -52,12 +53,13 @@ def resumed(tmp_path_factory) -> dict[str, Path]:
 
 def test_resnet18_shapes_and_seeded_init():
     model = build_model("resnet18").eval()
-    assert model.conv1.in_channels == 1 and model.conv1.kernel_size == (7, 7)
+    assert model.conv1.in_channels == 2 and model.conv1.kernel_size == (7, 7), "depth and validity"
     assert [len(stage) for stage in (model.layer1, model.layer2, model.layer3, model.layer4)] == [2, 2, 2, 2]
-    assert sum(p.numel() for p in model.parameters()) == pytest.approx(11.17e6, rel=0.01)
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(11.18e6, rel=0.01)
     with torch.no_grad():
-        assert model(torch.rand(2, 1, 96, 96)).shape == (2, len(ACTIONS))
-        assert build_model("resnet10").eval()(torch.rand(1, 1, 32, 32)).shape == (1, len(ACTIONS))
+        assert model(torch.rand(2, 2, 72, 128)).shape == (2, len(ACTIONS))
+        assert build_model("resnet10").eval()(torch.rand(1, 2, 32, 32)).shape == (1, len(ACTIONS))
+        assert build_model("resnet10", in_channels=1).eval()(torch.rand(1, 1, 32, 32)).shape == (1, len(ACTIONS))
     torch.manual_seed(123)
     again = build_model("resnet18")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
@@ -73,12 +75,15 @@ def test_mirror_swaps_left_and_right():
     assert flipped[0, 0, 0].tolist() == [3, 2, 1, 0] and flipped[2, 0, 0].tolist() == [0, 1, 2, 3]
 
 
-def test_preprocessing_is_the_contract_in_chunks(monkeypatch):
+def test_preprocessing_is_the_contract_with_each_images_camera():
     depth_mm = np.random.default_rng(1).integers(0, 6000, (7, 40, 50)).astype(np.uint16)
-    spec = PreprocessSpec(size=16)
-    monkeypatch.setattr(trainer, "_CHUNK", 3)
-    expected = preprocess_batch(depth_from_millimetres(depth_mm), spec)
-    assert np.array_equal(trainer.preprocess_millimetres(depth_mm, spec), expected)
+    spec, camera = PreprocessSpec(width=32, height=18), CameraContract.for_camera(64, 36, 87.0)
+    cameras = [Intrinsics.from_fov(50 - i, 40 - 2 * i, 60.0 + 4 * i) for i in range(7)]
+    rows = np.array([c.to_list() for c in cameras])
+    expected = preprocess_batch([depth_from_millimetres(d[:c.height, :c.width]) for d, c in zip(depth_mm, cameras)],
+                                spec, camera, cameras)
+    assert np.array_equal(trainer.preprocess_millimetres(depth_mm, rows, spec, camera), expected)
+    assert expected.shape == (7, 2, 18, 32) and len({float(x[1].mean()) for x in expected}) == 7
 
 
 def test_training_learns_and_writes_everything(trained):
@@ -90,7 +95,8 @@ def test_training_learns_and_writes_everything(trained):
     assert np.array(metrics["confusion_matrix"]).sum() == metrics["val_images"] == 24
     assert set(metrics["per_class_accuracy"]) == set(ACTIONS)
     assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert manifest["preprocessing"] == PreprocessSpec(size=32, min_range_m=0.1, max_range_m=5.0).to_dict()
+    assert manifest["preprocessing"] == PreprocessSpec(width=32, height=32, min_range_m=0.1, max_range_m=5.0).to_dict()
+    assert manifest["camera"] == CameraContract.for_camera(64, 64, 87.0, "toy").to_dict()
     assert manifest["actions"]["actions"] == list(ACTIONS)
     assert manifest["inputs"]["scenario"] == "x" * 64 and len(manifest["inputs"]["dataset"]) == 64
     assert manifest["train_config"]["epochs"] == 3 and manifest["arch"] == "resnet18"
@@ -111,11 +117,12 @@ def test_training_learns_and_writes_everything(trained):
 
 def test_checkpoint_is_weights_only(trained):
     payload = torch.load(trained, weights_only=True)
-    assert payload["meta"] == {"arch": "resnet18", "input_size": 32, "num_classes": 3, "epoch": 3, "seed": 0}
+    assert payload["meta"] == {"arch": "resnet18", "input_size": 32, "num_classes": 3, "in_channels": 2, "epoch": 3,
+                               "seed": 0}
     model, manifest = load_checkpoint(trained)
     assert not model.training and manifest["kind"] == "checkpoint"
     with torch.no_grad():
-        assert model(torch.rand(1, 1, 32, 32)).shape == (1, 3)
+        assert model(torch.rand(1, 2, 32, 32)).shape == (1, 3)
 
 
 def test_training_is_deterministic(toy, tmp_path):
@@ -220,7 +227,8 @@ def test_resume_refuses_other_settings_and_other_files(resumed, tmp_path):
 
 
 def test_sensor_augmentation_follows_the_camera_model():
-    spec = PreprocessSpec(size=16, min_range_m=0.1, max_range_m=5.0)
+    spec = PreprocessSpec(width=16, height=16, min_range_m=0.1, max_range_m=5.0)
+    camera = CameraContract.for_camera(64, 64, 87.0)
     flat = np.full((64, 64), 1.0, np.float32)
     far = np.full((64, 64), 4.0, np.float32)
     noisy = SensorAugment(probability=1.0, sigma_per_m2=0.02, dropout=0.0, holes=0)
@@ -238,11 +246,18 @@ def test_sensor_augmentation_follows_the_camera_model():
     lost = np.isnan(corrupt(step, edges_only, spec, np.random.default_rng(5)))
     assert lost.any() and not lost[:, :39].any() and not lost[:, 41:].any()
 
+    beyond = corrupt(np.full((64, 64), 7.0, np.float32), noisy, spec, np.random.default_rng(1))
+    assert np.isfinite(beyond).all(), "a reading pushed beyond the max range stays a reading (too far)"
+    close = corrupt(np.full((64, 64), 0.05, np.float32), noisy, spec, np.random.default_rng(1))
+    assert np.isnan(close).all(), "below the min range: no return, as in the sensor model"
+
     mm = np.full((2, 64, 64), 2000, np.uint16)
-    x = augment_millimetres(mm, holes, spec, np.random.default_rng(0))
-    clean = preprocess_batch(depth_from_millimetres(mm), spec)
-    assert x.shape == clean.shape == (2, 1, 16, 16) and x.dtype == np.float32
-    assert 0.0 <= x.min() and x.max() <= clean.max() + 1e-6 and x.mean() < clean.mean()
+    rows = np.tile(Intrinsics.from_fov(64, 64, 87.0).to_list(), (2, 1))
+    x = augment_millimetres(mm, rows, holes, spec, camera, np.random.default_rng(0))
+    clean = preprocess_batch(depth_from_millimetres(mm), spec, camera)
+    assert x.shape == clean.shape == (2, 2, 16, 16) and x.dtype == np.float32
+    assert np.allclose(x[:, 0][x[:, 1] > 0], clean[0, 0, 0, 0]), "holes lower the validity, never the depth"
+    assert x[:, 1].mean() < clean[:, 1].mean() == 1.0
 
     manifest = {"scenario": {"noise": {"stereo_sigma_per_m2": 0.005, "dropout": 0.01, "edge_hole_prob": 0.3,
                                        "edge_jump_m": 0.05},

@@ -1,1 +1,1 @@
-"""Training: the 1-channel ResNet policy, trained on a datagen dataset into a checkpoint."""
+"""Training: the ResNet policy over depth and validity, trained on a datagen dataset into a checkpoint."""

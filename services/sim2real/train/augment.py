@@ -7,7 +7,8 @@ image that already went through it, with strengths drawn per image from [0, ceil
 - edge holes: pixels on a depth discontinuity (``sim.sensors.edge_mask``, the sensor model's own
   test: a 4-neighbour step above ``edge_jump_m·z²``) read invalid with probability ``edge_holes``;
 - stereo noise: Gaussian with standard deviation ``k·z²`` (error grows with distance squared);
-- range: readings pushed outside the camera's [min, max] range become invalid;
+- range: readings pushed below the camera's minimum range read no return, as in the sensor model
+  (a reading pushed beyond the maximum stays: it is "too far", free space);
 - dropout: a fraction of pixels, anywhere, read invalid;
 - holes: up to ``holes`` elliptical patches of invalid pixels, as real stereo cameras lose on
   textureless or shiny surfaces (the simulators do not model these, the robot's camera has them).
@@ -30,7 +31,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from sim2real.contracts.preprocessing import PreprocessSpec, depth_from_millimetres, preprocess_batch
+from sim2real.contracts.camera import CameraContract
+from sim2real.contracts.dataset import image_of, intrinsics_of
+from sim2real.contracts.preprocessing import PreprocessSpec, depth_from_millimetres, preprocess
 from sim2real.sim.sensors import edge_mask
 
 # Used when the dataset manifest carries no scenario (hand-made datasets): the default scenario's
@@ -112,7 +115,7 @@ def corrupt(depth_m: np.ndarray, augment: SensorAugment, spec: PreprocessSpec,
     if sigma > 0:
         depth += rng.standard_normal(depth.shape, dtype=np.float32) * np.float32(sigma) * np.nan_to_num(depth) ** 2
     with np.errstate(invalid="ignore"):
-        depth[(depth < spec.min_range_m) | (depth > spec.max_range_m)] = np.nan
+        depth[depth < spec.min_range_m] = np.nan
     dropout = rng.uniform(0.0, augment.dropout)
     if dropout > 0:
         depth[rng.random(depth.shape) < dropout] = np.nan
@@ -128,8 +131,11 @@ def corrupt(depth_m: np.ndarray, augment: SensorAugment, spec: PreprocessSpec,
     return depth
 
 
-def augment_millimetres(depth_mm: np.ndarray, augment: SensorAugment, spec: PreprocessSpec,
-                        rng: np.random.Generator) -> np.ndarray:
-    """(N, H, W) uint16 millimetres → (N, 1, S, S) float32 model input, every image corrupted."""
-    metres = depth_from_millimetres(depth_mm)
-    return preprocess_batch(np.stack([corrupt(d, augment, spec, rng) for d in metres]), spec)
+def augment_millimetres(depth_mm: np.ndarray, cameras: np.ndarray, augment: SensorAugment, spec: PreprocessSpec,
+                        camera: CameraContract, rng: np.random.Generator) -> np.ndarray:
+    """(N, H, W) uint16 millimetres with (N, 6) intrinsics → (N, 2, h, w) model input, every image corrupted."""
+    out = np.empty((len(depth_mm), *spec.input_shape()), np.float32)
+    for i, (image, intrinsics) in enumerate(zip(depth_mm, intrinsics_of(cameras))):
+        metres = depth_from_millimetres(image_of(image, cameras[i]))
+        out[i] = preprocess(corrupt(metres, augment, spec, rng), spec, camera, intrinsics)
+    return out

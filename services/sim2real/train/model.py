@@ -1,7 +1,9 @@
-"""The policy network: a ResNet for one-channel depth input, written here (no torchvision).
+"""The policy network: a ResNet for depth + validity input, written here (no torchvision).
 
 ``build_model("resnet18")`` is the standard ResNet18 (BasicBlock, [2, 2, 2, 2], 64-128-256-512,
-7x7 stride-2 stem, max-pool, global average pool, linear head) with ``in_channels=1``.
+7x7 stride-2 stem, max-pool, global average pool, linear head) over the preprocessing contract's
+channels: depth and validity (``in_channels=2``). Any input height and width work (the pool is
+global), so the input can keep the camera's aspect.
 ``resnet10`` is the same with one block per stage. Initialisation is Kaiming and seeded, so a
 model built twice with the same seed has identical weights whatever the global RNG state.
 """
@@ -12,6 +14,7 @@ import torch
 from torch import nn
 
 from sim2real.contracts.actions import ACTIONS
+from sim2real.contracts.preprocessing import CHANNELS
 
 
 class BasicBlock(nn.Module):
@@ -37,7 +40,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """ResNet with BasicBlocks for (N, in_channels, S, S) input and ``num_classes`` logits."""
+    """ResNet with BasicBlocks for (N, in_channels, H, W) input and ``num_classes`` logits."""
 
     def __init__(self, layers: tuple[int, ...], num_classes: int = len(ACTIONS), in_channels: int = 1,
                  widths: tuple[int, ...] = (64, 128, 256, 512), seed: int = 0):
@@ -92,10 +95,12 @@ def arch_names() -> list[str]:
     return sorted(_ARCHS)
 
 
-def build_model(arch: str, num_classes: int = len(ACTIONS), seed: int = 0) -> ResNet:
-    """A freshly initialised 1-channel network by name (see ``arch_names()``)."""
+def build_model(arch: str, num_classes: int = len(ACTIONS), seed: int = 0, in_channels: int = len(CHANNELS)) -> ResNet:
+    """A freshly initialised network by name (see ``arch_names()``), by default over the contract's channels."""
     if arch not in _ARCHS:
         raise ValueError(f"unknown architecture '{arch}' (known: {', '.join(arch_names())})")
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-    return ResNet(_ARCHS[arch], num_classes=num_classes, in_channels=1, seed=seed)
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be at least 1, got {in_channels}")
+    return ResNet(_ARCHS[arch], num_classes=num_classes, in_channels=in_channels, seed=seed)

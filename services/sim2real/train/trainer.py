@@ -41,10 +41,11 @@ from torch import nn
 
 from sim2real.contracts import actions
 from sim2real.contracts.actions import ACTIONS, LEFT, RIGHT
-from sim2real.contracts.dataset import Dataset
+from sim2real.contracts.camera import CameraContract
+from sim2real.contracts.dataset import Dataset, image_of, intrinsics_of
 from sim2real.contracts.manifest import (atomic_path, manifest_path, new_manifest, read_manifest, write_json_atomic,
                                          write_manifest)
-from sim2real.contracts.preprocessing import PreprocessSpec, depth_from_millimetres, preprocess_batch
+from sim2real.contracts.preprocessing import CHANNELS, PreprocessSpec, depth_from_millimetres, preprocess
 from sim2real.progress import progress_bar
 from sim2real.train import distributed
 from sim2real.train.augment import SensorAugment, augment_millimetres
@@ -80,7 +81,7 @@ class TrainConfig:
     epochs: int = 6
     batch_size: int = 64
     lr: float = 2e-3
-    input_size: int = 96
+    input_size: int = 128
     seed: int = 0
     val_fraction: float = 0.1
     arch: str = "resnet18"
@@ -103,7 +104,8 @@ class TrainConfig:
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if not isinstance(self.input_size, int) or not 16 <= self.input_size <= MAX_INPUT_SIZE:
-            raise ValueError(f"input_size must be an integer from 16 to {MAX_INPUT_SIZE}, got {self.input_size!r}")
+            raise ValueError(f"input_size must be an integer from 16 to {MAX_INPUT_SIZE} (the model input's width in "
+                             f"pixels), got {self.input_size!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer ≥ 0, got {self.seed!r}")
         if not (0.0 < self.val_fraction < 1.0):
@@ -136,23 +138,30 @@ def split_indices(count: int, val_fraction: float, seed: int) -> tuple[np.ndarra
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def preprocess_millimetres(depth_mm: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """(N, H, W) uint16 millimetres → (N, 1, S, S) float32 via the contract, in bounded chunks."""
-    out = np.empty((len(depth_mm), 1, spec.size, spec.size), np.float32)
-    for start in range(0, len(depth_mm), _CHUNK):
-        chunk = depth_mm[start:start + _CHUNK]
-        out[start:start + len(chunk)] = preprocess_batch(depth_from_millimetres(chunk), spec)
+def preprocess_millimetres(depth_mm: np.ndarray, cameras: np.ndarray, spec: PreprocessSpec,
+                           camera: CameraContract) -> np.ndarray:
+    """(N, H, W) uint16 millimetres with (N, 6) intrinsics → (N, 2, h, w) float32 model input.
+
+    Each image goes through the contract's mapping with its own intrinsics, as on the robot.
+    """
+    out = np.empty((len(depth_mm), *spec.input_shape()), np.float32)
+    for i, (image, intrinsics) in enumerate(zip(depth_mm, intrinsics_of(cameras))):
+        out[i] = preprocess(depth_from_millimetres(image_of(image, cameras[i])), spec, camera, intrinsics)
     return out
 
 
-def spec_for(dataset: Dataset, input_size: int) -> PreprocessSpec:
-    """The preprocessing for a dataset: its camera's range, the model's input size."""
+def spec_for(dataset: Dataset, input_size: int) -> tuple[PreprocessSpec, CameraContract]:
+    """The preprocessing and camera contract for a dataset: its nominal camera's range and field of view,
+    an input ``input_size`` pixels wide and as high as that field of view makes square pixels."""
     camera = dataset.manifest.get("camera") or {}
+    contract = dataset.camera_contract()
+    tan_x, tan_y = contract.tan_half()
     try:
-        return PreprocessSpec.from_dict({"size": input_size, "min_range_m": float(camera["min_range_m"]),
-                                         "max_range_m": float(camera["max_range_m"])})
+        spec = PreprocessSpec(width=input_size, height=max(1, round(input_size * tan_y / tan_x)),
+                              min_range_m=float(camera["min_range_m"]), max_range_m=float(camera["max_range_m"]))
     except KeyError as exc:
         raise ValueError(f"{dataset.root}: dataset manifest camera has no {exc.args[0]}") from None
+    return spec, contract
 
 
 def mirror(x: torch.Tensor, y: torch.Tensor, flip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -406,7 +415,7 @@ def check_memory(images: int, input_size: int) -> None:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return
-    need = 2 * images * input_size * input_size * 4
+    need = 2 * images * len(CHANNELS) * input_size * input_size * 4     # an upper bound: height <= width
     if need > MEMORY_SHARE * total:
         raise ValueError(f"input_size {input_size} on {images} images needs about {need / 2**30:.1f} GiB for the "
                          f"preprocessed inputs, more than {MEMORY_SHARE:.0%} of this machine's "
@@ -457,9 +466,9 @@ def train(data: Path, out: Path, config: TrainConfig, progress: bool = True,
                              f"{resumed_from['epoch']} epochs")
     device = resolve_device(config.device, env)
     check_memory(len(dataset), config.input_size)
-    depth_mm, labels = dataset.load()
+    depth_mm, labels, cameras = dataset.load()
     check_classes(labels, data, config.allow_missing_classes)
-    spec = spec_for(dataset, config.input_size)
+    spec, camera = spec_for(dataset, config.input_size)
     augment = SensorAugment.for_dataset(dataset.manifest, config.augment, config.noise_sigma_per_m2,
                                         config.dropout, config.holes)
     augment.validate()
@@ -467,12 +476,13 @@ def train(data: Path, out: Path, config: TrainConfig, progress: bool = True,
     if steps_per_epoch(len(train_idx), config.batch_size, env.world_size) < 1:
         raise ValueError(f"{len(train_idx)} training images are too few for {env.world_size} processes")
 
-    inputs = torch.from_numpy(preprocess_millimetres(depth_mm, spec))
+    inputs = torch.from_numpy(preprocess_millimetres(depth_mm, cameras, spec, camera))
     if not augment.enabled:
         depth_mm = None  # free it: only the augmentation goes back to the raw depth
     targets = torch.from_numpy(labels.astype(np.int64))
     run = _Run(config=config, env=env, device=device, dataset=dataset, data=data, out=out, spec=spec,
-               augment=augment, depth_mm=depth_mm, train_idx=train_idx, val_idx=val_idx,
+               camera=camera, augment=augment, depth_mm=depth_mm, cameras=cameras, train_idx=train_idx,
+               val_idx=val_idx,
                x_train=inputs[train_idx], y_train=targets[train_idx], x_val=inputs[val_idx],
                y_val=targets[val_idx], labels=labels, progress=progress and env.is_main)
     del inputs
@@ -492,8 +502,10 @@ class _Run:
     data: Path
     out: Path
     spec: PreprocessSpec
+    camera: CameraContract
     augment: SensorAugment
     depth_mm: np.ndarray | None
+    cameras: np.ndarray
     train_idx: np.ndarray
     val_idx: np.ndarray
     x_train: torch.Tensor
@@ -505,7 +517,7 @@ class _Run:
 
     def fit(self, payload: dict | None, resumed_from: dict | None, stop_after: int | None, threads: int) -> Path:
         config, env, device = self.config, self.env, self.device
-        model = build_model(config.arch, len(ACTIONS), seed=config.seed)
+        model = build_model(config.arch, len(ACTIONS), seed=config.seed, in_channels=len(CHANNELS))
         model = model.to(device=device, memory_format=torch.channels_last)
         criterion = nn.CrossEntropyLoss(weight=class_weights(self.labels[self.train_idx]).to(device))
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
@@ -584,8 +596,9 @@ class _Run:
             rng = np.random.default_rng([config.seed, epoch, step, env.rank, 0xA06])
             pick = np.flatnonzero(rng.random(len(index)) < self.augment.probability)
             if len(pick):
-                raw = self.depth_mm[self.train_idx[index[pick]]]
-                x[torch.from_numpy(pick)] = torch.from_numpy(augment_millimetres(raw, self.augment, self.spec, rng))
+                rows = self.train_idx[index[pick]]
+                x[torch.from_numpy(pick)] = torch.from_numpy(augment_millimetres(
+                    self.depth_mm[rows], self.cameras[rows], self.augment, self.spec, self.camera, rng))
         return mirror(x, self.y_train[local], flips[local])
 
     def _epoch(self, epoch: int, steps: int, net: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
@@ -678,7 +691,7 @@ class _Run:
 
     def _meta(self, epoch: int) -> dict:
         return {"arch": self.config.arch, "input_size": self.config.input_size, "num_classes": len(ACTIONS),
-                "epoch": epoch, "seed": self.config.seed}
+                "in_channels": len(CHANNELS), "epoch": epoch, "seed": self.config.seed}
 
     def _inputs(self) -> dict:
         return {"dataset": self.dataset.sha256, "scenario": self.dataset.manifest.get("scenario_sha256")}
@@ -695,7 +708,8 @@ class _Run:
             torch.save({"state_dict": _cpu_state(model), "meta": self._meta(done.epoch), "train_state": state}, tmp)
         write_manifest(path, new_manifest(
             "training-state", inputs=self._inputs(), epoch=done.epoch, arch=self.config.arch,
-            preprocessing=self.spec.to_dict(), actions=actions.spec(), dataset_path=str(self.data),
+            preprocessing=self.spec.to_dict(), camera=self.camera.to_dict(), actions=actions.spec(),
+            dataset_path=str(self.data),
             train_config=asdict(self.config), world_size=self.env.world_size, device=str(self.device)))
 
     def _finish(self, model: nn.Module, matrix: np.ndarray, done: _Progress, resumed_from: dict | None,
@@ -720,7 +734,8 @@ class _Run:
         write_manifest(checkpoint, new_manifest(
             "checkpoint", inputs=self._inputs(),
             lineage=[{"kind": "dataset", "sha256": self.dataset.sha256, "path": str(self.data)}],
-            arch=config.arch, preprocessing=self.spec.to_dict(), actions=actions.spec(), dataset_path=str(self.data),
+            arch=config.arch, preprocessing=self.spec.to_dict(), camera=self.camera.to_dict(), actions=actions.spec(),
+            dataset_path=str(self.data),
             metrics={key: metrics[key] for key in ("val_accuracy", "per_class_accuracy", "confusion_matrix",
                                                    "train_images", "val_images")},
             train_config=asdict(config), augmentation=self.augment.to_dict(), training=training))
@@ -746,7 +761,8 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     meta = payload["meta"]
     if str(meta.get("arch")) not in arch_names():
         raise ValueError(f"{path}: unknown architecture {meta.get('arch')!r} (known: {', '.join(arch_names())})")
-    model = build_model(str(meta.get("arch")), int(meta.get("num_classes", len(ACTIONS))))
+    model = build_model(str(meta.get("arch")), int(meta.get("num_classes", len(ACTIONS))),
+                        in_channels=int(meta.get("in_channels", 1)))
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
