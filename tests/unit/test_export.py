@@ -19,7 +19,9 @@ from helpers_data import make_toy_dataset
 from onnx import numpy_helper
 from sim2real import machine
 from sim2real.cli import main
-from sim2real.contracts.actions import ACTIONS, RIGHT
+from sim2real.contracts import model_contract
+from sim2real.contracts.actions import ACTIONS, FORWARD, LEFT, MIRROR, RIGHT, choose
+from sim2real.contracts.camera import CameraContract
 from sim2real.contracts.engine_metadata import EngineMetadataError, check_engine_file
 from sim2real.contracts.manifest import manifest_path, read_manifest, sha256_file, write_manifest
 from sim2real.contracts.preprocessing import PreprocessSpec, preprocess
@@ -28,6 +30,7 @@ from sim2real.export import exporter
 from sim2real.export.exporter import FAKE_QUANT, INT8_NAME, INT8_TRT_NAME, ONNX_NAME, export
 from sim2real.export.tensorrt_build import build_engine
 from sim2real.runtime.policy import ModelPolicy
+from sim2real.train.model import build_model
 from sim2real.train.trainer import TrainConfig, load_checkpoint, train
 
 
@@ -59,6 +62,7 @@ def test_fp32_onnx_matches_pytorch(checkpoint, exported):
     assert manifest["inputs"] == {"checkpoint": ckpt["sha256"], "dataset": ckpt["inputs"]["dataset"],
                                   "scenario": "x" * 64}
     assert manifest["preprocessing"] == ckpt["preprocessing"] and manifest["actions"] == ckpt["actions"]
+    assert manifest["camera"] == ckpt["camera"] and manifest["mirror"].startswith("exact")
     parity = manifest["parity"]
     assert parity["top1_agreement"] >= 0.99 and parity["max_abs_diff"] <= 1e-3
     assert parity["images"] == manifest["checks"]["held_out_images"] == HELD_OUT
@@ -67,11 +71,92 @@ def test_fp32_onnx_matches_pytorch(checkpoint, exported):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["depth"]
     assert [o.name for o in session.get_outputs()] == ["logits"]
-    x = np.random.default_rng(0).random((5, 1, 32, 32), dtype=np.float32)
+    x = np.random.default_rng(0).random((5, 2, 32, 32), dtype=np.float32)
     model, _ = load_checkpoint(checkpoint)
     with torch.no_grad():
-        expected = model(torch.from_numpy(x)).numpy()
+        f = model(torch.from_numpy(x)).numpy()
+        f_mirrored = model(torch.from_numpy(x).flip(-1)).numpy()
+    expected = 0.5 * (f + f_mirrored[:, list(MIRROR)])
     np.testing.assert_allclose(session.run(None, {"depth": x})[0], expected, atol=1e-4)
+
+
+def test_every_model_carries_its_contract_covered_by_its_sha256(exported):
+    for path in exported.values():
+        props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        contract = json.loads(props[model_contract.METADATA_KEY])
+        manifest = read_manifest(path)
+        assert {block: contract[block] for block in model_contract.BLOCKS} == \
+            {block: manifest[block] for block in model_contract.BLOCKS}
+        assert contract["input"] == {"name": "depth", "shape": ["batch", 2, 32, 32], "channels": ["depth", "validity"]}
+        assert contract["output"] == {"name": "logits", "shape": ["batch", len(ACTIONS)]}
+
+
+def test_export_refuses_a_head_or_input_that_does_not_fit_the_contract(checkpoint, tmp_path):
+    """Adversarial case 16: a checkpoint with a 5-class head, consistent with its manifest."""
+    payload = torch.load(checkpoint, weights_only=True)
+    for name, change in (("five", {"num_classes": 5}), ("three_channels", {"in_channels": 3})):
+        model = build_model("resnet10", **{"num_classes": 3, "in_channels": 2, **change})
+        bad = tmp_path / name / "checkpoint.pt"
+        bad.parent.mkdir()
+        torch.save({"state_dict": model.state_dict(), "meta": {**payload["meta"], **change}}, bad)
+        write_manifest(bad, {k: v for k, v in read_manifest(checkpoint).items() if k not in ("sha256", "file")})
+        message = "head has 5 outputs, the action contract has 3" if name == "five" else "takes 3 input channel"
+        with pytest.raises(ValueError, match=message):
+            export(bad, tmp_path / name / "out", progress=False)
+        assert not (tmp_path / name / "out").exists()
+
+
+def test_a_checkpoint_from_an_older_sim2real_says_to_retrain(checkpoint, tmp_path):
+    old = tmp_path / "checkpoint.pt"
+    shutil.copy(checkpoint, old)
+    manifest = {k: v for k, v in read_manifest(checkpoint).items() if k not in ("camera", "sha256", "file")}
+    write_manifest(old, {**manifest, "preprocessing": {"size": 96, "min_range_m": 0.1, "max_range_m": 5.0,
+                                                       "invalid_value": 0.0, "version": 1}})
+    with pytest.raises(ValueError, match="older sim2real .* retrain it with this sim2real"):
+        export(old, tmp_path / "out", progress=False)
+
+
+def _ort(path: Path, threads: int, fake_quant: bool) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    if fake_quant:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("fake_quant", [False, True], ids=["optimized", "unoptimized"])
+@pytest.mark.parametrize("key", ["onnx", "int8", "int8_trt"])
+def test_mirror_equivariance_is_exact_for_every_form(checkpoint, exported, key, fake_quant, threads):
+    """The mirrored input gives exactly the mirrored logits (left <-> right), bit for bit: FP32 and
+    both INT8 forms, with ONNX Runtime's default optimisations (fused integer kernels) and without
+    (fake quantization), one and two threads, batches of 1 and of 5, on 200 random inputs and on
+    the held-out images."""
+    ck = read_manifest(checkpoint)
+    held_x, _, _, _ = exporter._samples(ck, None, PreprocessSpec.from_dict(ck["preprocessing"]),
+                                        CameraContract.from_dict(ck["camera"]))
+    rng = np.random.default_rng(11)
+    noise = rng.random((200, 2, 32, 32), dtype=np.float32)
+    noise[:, 1] = noise[:, 1] > 0.3
+    x = np.concatenate([held_x, noise * np.stack([noise[:, 1], np.ones_like(noise[:, 1])], axis=1)])
+    session = _ort(exported[key], threads, fake_quant)
+    for batch in (1, 5):
+        for i in range(0, len(x), batch):
+            direct = session.run(None, {"depth": x[i:i + batch]})[0]
+            mirrored = session.run(None, {"depth": np.ascontiguousarray(x[i:i + batch, ..., ::-1])})[0]
+            np.testing.assert_array_equal(mirrored, direct[:, list(MIRROR)])
+
+
+def test_a_mirror_symmetric_view_is_an_exact_tie_resolved_to_left(exported):
+    x = np.random.default_rng(5).random((20, 2, 32, 32), dtype=np.float32)
+    x = np.concatenate([x[..., :16], x[..., :16][..., ::-1]], axis=-1)            # each its own mirror image
+    for key in ("onnx", "int8", "int8_trt"):
+        logits = _ort(exported[key], 1, False).run(None, {"depth": x})[0]
+        assert (logits[:, LEFT] == logits[:, RIGHT]).all()
+        for row in logits:
+            action, tie = choose(row)
+            assert (action, tie) == ((LEFT, True) if row[LEFT] > row[FORWARD] else (FORWARD, False))
 
 
 def test_int8_agreement_is_recorded(exported):
@@ -89,7 +174,8 @@ def test_int8_agreement_is_recorded(exported):
 def test_int8_gate_is_the_quantized_graph_and_local_kernels_are_recorded_with_the_isa(checkpoint, exported):
     """The gate's figure is the QDQ graph in float; this CPU's integer kernels are a separate record."""
     ck = read_manifest(checkpoint)
-    held_x, _, _, _ = exporter._samples(ck, None, PreprocessSpec.from_dict(ck["preprocessing"]))
+    held_x, _, _, _ = exporter._samples(ck, None, PreprocessSpec.from_dict(ck["preprocessing"]),
+                                        CameraContract.from_dict(ck["camera"]))
     for key in ("int8", "int8_trt"):
         manifest = read_manifest(exported[key])
         local = manifest["local_kernels"]
@@ -128,8 +214,7 @@ def test_runtime_policy_loads_every_export(exported):
     depth = np.full((64, 64), 4.0, np.float32)
     depth[10:, :20] = 0.6
     fp32 = ModelPolicy(exported["onnx"])
-    spec = PreprocessSpec.from_dict(fp32.manifest["preprocessing"])
-    assert fp32.engine.infer(preprocess(depth, spec)[None, None]).shape == (1, len(ACTIONS))
+    assert fp32.engine.infer(preprocess(depth, fp32.spec, fp32.camera)[None]).shape == (1, len(ACTIONS))
     for path in exported.values():
         policy = ModelPolicy(path)
         assert policy.sha256 == sha256_file(path)
@@ -311,7 +396,10 @@ def test_tensorrt_engine_build_records_metadata_and_lineage(exported, tmp_path, 
     assert manifest["lineage"][-1]["sha256"] == source["sha256"]
     assert manifest["preprocessing"] == source["preprocessing"] and manifest["actions"] == source["actions"]
     assert calls["flags"] == ["INT8", "FP16"] and calls["network_flags"] == 0
-    assert calls["profile"] == {"depth": ((1, 1, 32, 32), (1, 1, 32, 32), (8, 1, 32, 32))}
+    assert calls["profile"] == {"depth": ((1, 2, 32, 32), (1, 2, 32, 32), (8, 2, 32, 32))}
+    assert manifest["camera"] == source["camera"]
+    assert manifest["contract"] == json.loads({p.key: p.value for p in onnx.load(str(exported["int8_trt"])).metadata_props}
+                                              [model_contract.METADATA_KEY])
     assert (tmp_path / "tensorrt.timing.cache").read_bytes() == b"cache 10.3.0"
     assert manifest["timing_cache"]["status"] == "new"
     assert check_engine_file(engine, "10.3.0", (8, 7))["sha256"] == sha256_file(engine)

@@ -2,7 +2,8 @@
 
 ``export(checkpoint, out)`` writes into ``out``::
 
-    model.onnx             FP32, opset 17, input "depth" (N, 1, S, S), output "logits" (N, 3)
+    model.onnx             FP32, opset 17, input "depth" (N, 2, H, W): depth and validity, output
+                           "logits" (N, 3); mirror-equivariant by construction (``equivariance``)
     model.int8.onnx        INT8 QDQ for ONNX Runtime on a CPU: QUInt8 activations, per-channel
                            QInt8 weights in 7 bits (``reduce_range``), so no x86 kernel saturates
     model.int8-trt.onnx    INT8 QDQ in TensorRT's explicit-quantization form: symmetric QInt8
@@ -11,8 +12,12 @@
                            (``--tensorrt int8``) and ONNX Runtime runs (slowly on a CPU); its ORT
                            agreement with FP32 is recorded and gated like the other's.
 
-each with ``<file>.manifest.json`` carrying the checkpoint's preprocessing and actions, so the
-runtime needs nothing else. Held-out images (the checkpoint's own validation split when the
+Each file carries its contract (preprocessing, camera, actions, input and output) inside, in the
+ONNX metadata, covered by its sha256, and the same blocks in ``<file>.manifest.json``; the runtime
+checks one against the other (``contracts.model_contract``). Every graph is the trained network
+``f`` wrapped as ``0.5 * (f(x) + swap(f(flip(x))))``, so a mirrored image gives exactly the mirrored
+logits; the INT8 forms quantize ``f`` and are wrapped after, so both halves share one set of
+scales. Export refuses a checkpoint whose head or input does not fit the contract. Held-out images (the checkpoint's own validation split when the
 dataset is the one it was trained on) check FP32 parity with PyTorch and INT8 agreement with FP32;
 calibration (activation ranges at the 99.99th percentile, which agrees with FP32 more often
 than min/max) uses a disjoint seeded subset of training images. A file is renamed into place only
@@ -57,9 +62,13 @@ import torch
 
 from sim2real import machine
 from sim2real.progress import progress_bar
+from sim2real.contracts import model_contract
+from sim2real.contracts.actions import ACTIONS, MIRROR
+from sim2real.contracts.camera import CameraContract
 from sim2real.contracts.dataset import Dataset
 from sim2real.contracts.manifest import atomic_path, manifest_path, new_manifest, read_manifest, write_manifest
-from sim2real.contracts.preprocessing import PreprocessSpec
+from sim2real.contracts.preprocessing import CHANNELS, PreprocessSpec
+from sim2real.export.equivariance import embed_contract, mirror_equivariant
 from sim2real.train.trainer import load_checkpoint, preprocess_millimetres, split_indices
 
 ONNX_NAME = "model.onnx"
@@ -95,8 +104,20 @@ def _run(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
 
 
 def _torch_logits(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    """What the exported graph computes, in PyTorch: 0.5 * (f(x) + swap(f(flip(x))))."""
+    swap = torch.tensor(MIRROR)
+    out = []
     with torch.no_grad():
-        return np.concatenate([model(torch.from_numpy(x[i:i + _BATCH])).numpy() for i in range(0, len(x), _BATCH)])
+        for i in range(0, len(x), _BATCH):
+            batch = torch.from_numpy(x[i:i + _BATCH])
+            out.append((0.5 * (model(batch) + model(batch.flip(-1))[:, swap])).numpy())
+    return np.concatenate(out)
+
+
+def _write_wrapped(core: Path, target: Path, contract: dict) -> None:
+    """The network in ``core`` made mirror-equivariant, with ``contract`` in its metadata, into ``target``."""
+    wrapped = embed_contract(mirror_equivariant(onnx.load(str(core))), contract)
+    onnx.save(wrapped, str(target))
 
 
 def _latency_ms(session: ort.InferenceSession, x: np.ndarray, repeats: int = 20) -> float:
@@ -118,8 +139,8 @@ def _compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -
             "accuracy": float((candidate.argmax(1) == labels).mean())}
 
 
-def _samples(manifest: dict, data: Path | None,
-             spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+def _samples(manifest: dict, data: Path | None, spec: PreprocessSpec,
+             camera: CameraContract) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """(held-out inputs, held-out labels, calibration inputs, provenance) from the dataset."""
     if data is None:
         recorded = manifest.get("dataset_path")
@@ -131,7 +152,7 @@ def _samples(manifest: dict, data: Path | None,
     elif not Path(data).is_dir():
         raise FileNotFoundError(f"dataset not found: {data}")
     dataset = Dataset(data)
-    depth_mm, labels = dataset.load()
+    depth_mm, labels, cameras = dataset.load()
     if len(labels) < 2:
         raise ValueError(f"{data}: {len(labels)} image(s) are too few to check and calibrate an export")
     config = manifest.get("train_config") or {}
@@ -149,8 +170,9 @@ def _samples(manifest: dict, data: Path | None,
     calib_idx = np.sort(rng.choice(train_idx, min(CALIBRATION_IMAGES, len(train_idx)), replace=False))
     provenance = {"dataset_sha256": dataset.sha256, "held_out": "validation split" if same else "seeded subset",
                   "held_out_images": int(len(held_idx)), "calibration_images": int(len(calib_idx))}
-    return (preprocess_millimetres(depth_mm[held_idx], spec), labels[held_idx].astype(np.int64),
-            preprocess_millimetres(depth_mm[calib_idx], spec), provenance)
+    return (preprocess_millimetres(depth_mm[held_idx], cameras[held_idx], spec, camera),
+            labels[held_idx].astype(np.int64),
+            preprocess_millimetres(depth_mm[calib_idx], cameras[calib_idx], spec, camera), provenance)
 
 
 class _CalibrationReader:
@@ -195,19 +217,21 @@ def _remove(path: Path) -> None:
     manifest_path(path).unlink(missing_ok=True)
 
 
-def _export_fp32(model: torch.nn.Module, target: Path, held_x: np.ndarray, held_y: np.ndarray,
-                 common: dict) -> np.ndarray:
-    """Write the FP32 ONNX model once it passes the checker and PyTorch parity; return its logits."""
+def _export_fp32(model: torch.nn.Module, core: Path, target: Path, held_x: np.ndarray, held_y: np.ndarray,
+                 contract: dict, common: dict) -> np.ndarray:
+    """Write the network ``f`` to ``core`` (for quantization) and the FP32 model to ``target`` once it
+    passes the checker and PyTorch parity; return its logits."""
     started = time.perf_counter()
     reference = _torch_logits(model, held_x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.from_numpy(held_x[:1]),), str(core), dynamo=False,
+                          opset_version=OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
     with atomic_path(target) as tmp:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (torch.from_numpy(held_x[:1]),), str(tmp), dynamo=False,
-                              opset_version=OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
         try:
-            onnx.checker.check_model(str(tmp))
+            onnx.checker.check_model(str(core))
+            _write_wrapped(core, tmp, contract)
         except onnx.checker.ValidationError as exc:
             reason = str(exc).splitlines()[0]
             raise ValueError(f"exported {target.name} fails the ONNX checker: {reason}") from None
@@ -240,11 +264,18 @@ def _local_kernels(session: ort.InferenceSession, fp32: np.ndarray, held_x: np.n
 
 
 def _export_int8(prepared: Path, target: Path, trt: bool, fp32: np.ndarray, held_x: np.ndarray,
-                 held_y: np.ndarray, calib_x: np.ndarray, cache: Path, min_agreement: float, common: dict) -> None:
-    """Write one INT8 QDQ model once its fake-quantized top-1 agreement with FP32 reaches ``min_agreement``."""
+                 held_y: np.ndarray, calib_x: np.ndarray, cache: Path, min_agreement: float, contract: dict,
+                 common: dict) -> None:
+    """Write one INT8 QDQ model once its fake-quantized top-1 agreement with FP32 reaches ``min_agreement``.
+
+    The network ``f`` is quantized alone, then wrapped: both halves of the mirrored batch go through
+    the same quantized nodes, with the same scales.
+    """
     started = time.perf_counter()
+    core = prepared.with_name(f"core-{target.name}")
     with atomic_path(target) as tmp:
-        _quantize(prepared, tmp, calib_x, cache, trt)
+        _quantize(prepared, core, calib_x, cache, trt)
+        _write_wrapped(core, tmp, contract)
         agreement = _compare(fp32, _run(_session(tmp, fake_quant=True), held_x), held_y)
         if agreement["top1_agreement"] < min_agreement:
             for stale in (INT8_NAME, INT8_TRT_NAME):
@@ -285,20 +316,25 @@ def export(checkpoint: Path, out: Path, data: Path | None = None, int8: bool = T
     if ck.get("kind") != "checkpoint":
         raise ValueError(f"{checkpoint} is a {ck.get('kind', 'file of unknown kind')}, not a finished checkpoint: "
                          f"export the checkpoint.pt that training writes when it completes")
-    spec = PreprocessSpec.from_dict(ck["preprocessing"])
-    with progress_bar(total=4 if int8 else 2, desc="export", unit="step", disable=not progress) as bar:
+    spec, camera = _checkpoint_contract(ck, checkpoint)
+    check_head(model, spec, checkpoint)
+    contract = model_contract.build(spec, camera, INPUT_NAME, OUTPUT_NAME)
+    with progress_bar(total=4 if int8 else 2, desc="export", unit="step", disable=not progress) as bar, \
+            tempfile.TemporaryDirectory(prefix="sim2real-export-") as work:
         bar.set_postfix_str("held-out and calibration images")
-        held_x, held_y, calib_x, provenance = _samples(ck, None if data is None else Path(data), spec)
+        held_x, held_y, calib_x, provenance = _samples(ck, None if data is None else Path(data), spec, camera)
         lineage = list(ck.get("lineage") or [{"kind": "dataset", "sha256": ck["inputs"].get("dataset")}])
         lineage.append(_link("checkpoint", checkpoint, ck["sha256"]))
         common = {"inputs": {"checkpoint": ck["sha256"], "dataset": ck["inputs"].get("dataset"),
                              "scenario": ck["inputs"].get("scenario")}, "lineage": lineage,
-                  "preprocessing": ck["preprocessing"], "actions": ck["actions"], "arch": ck.get("arch"),
-                  "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "opset": OPSET, "checks": provenance}
+                  **{block: contract[block] for block in model_contract.BLOCKS}, "mirror": contract["mirror"],
+                  "arch": ck.get("arch"), "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "opset": OPSET,
+                  "checks": provenance}
         bar.update()
         bar.set_postfix_str(f"{ONNX_NAME}: export, check, parity")
         paths = {"onnx": out / ONNX_NAME}
-        fp32 = _export_fp32(model, paths["onnx"], held_x, held_y, common)
+        core = Path(work) / "core.onnx"
+        fp32 = _export_fp32(model, core, paths["onnx"], held_x, held_y, contract, common)
         bar.update()
         if not int8:
             return paths
@@ -307,13 +343,35 @@ def export(checkpoint: Path, out: Path, data: Path | None = None, int8: bool = T
         fp32_sha = read_manifest(paths["onnx"])["sha256"]
         common = {**common, "inputs": {**common["inputs"], "onnx": fp32_sha},
                   "lineage": lineage + [_link("onnx-model", paths["onnx"], fp32_sha, precision="fp32")]}
-        with tempfile.TemporaryDirectory(prefix="sim2real-int8-") as work:
-            cache, prepared = Path(work) / "calibration.json", Path(work) / "prepared.onnx"
-            quant_pre_process(paths["onnx"], prepared)
-            for key, name, trt in (("int8", INT8_NAME, False), ("int8_trt", INT8_TRT_NAME, True)):
-                bar.set_postfix_str(f"{name}: calibrate, quantize, agreement")
-                _export_int8(prepared, out / name, trt, fp32, held_x, held_y, calib_x, cache,
-                             min_int8_agreement, common)
-                paths[key] = out / name
-                bar.update()
+        cache, prepared = Path(work) / "calibration.json", Path(work) / "prepared.onnx"
+        quant_pre_process(core, prepared)
+        for key, name, trt in (("int8", INT8_NAME, False), ("int8_trt", INT8_TRT_NAME, True)):
+            bar.set_postfix_str(f"{name}: calibrate, quantize, agreement")
+            _export_int8(prepared, out / name, trt, fp32, held_x, held_y, calib_x, cache,
+                         min_int8_agreement, contract, common)
+            paths[key] = out / name
+            bar.update()
     return paths
+
+
+def _checkpoint_contract(ck: dict, checkpoint: Path) -> tuple[PreprocessSpec, CameraContract]:
+    """The preprocessing and camera a checkpoint was trained with (one-line errors for older ones)."""
+    if not isinstance(ck.get("camera"), dict):
+        raise ValueError(f"{checkpoint} records no camera block: it was trained by an older sim2real (one depth "
+                         f"channel, no camera contract); retrain it with this sim2real (sim2real train)")
+    try:
+        return PreprocessSpec.from_dict(ck.get("preprocessing")), CameraContract.from_dict(ck["camera"])
+    except ValueError as exc:
+        raise ValueError(f"{checkpoint}: {str(exc).splitlines()[0]}") from None
+
+
+def check_head(model: torch.nn.Module, spec: PreprocessSpec, checkpoint: Path) -> None:
+    """Refuse a network whose input channels or head do not match the contract."""
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    if first.in_channels != spec.channels:
+        raise ValueError(f"{checkpoint}: the network takes {first.in_channels} input channel(s), the preprocessing "
+                         f"contract gives {spec.channels} {CHANNELS}")
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    if head.out_features != len(ACTIONS):
+        raise ValueError(f"{checkpoint}: the network's head has {head.out_features} outputs, the action contract "
+                         f"has {len(ACTIONS)} {list(ACTIONS)}; retrain with this sim2real")

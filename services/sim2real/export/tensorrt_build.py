@@ -15,12 +15,15 @@
 
 It writes ``out/model.<precision>.engine`` and ``model.<precision>.engine.manifest.json`` with
 ``contracts.engine_metadata``'s fields (TensorRT version, compute capability, GPU name, precision,
-source ONNX sha256), the preprocessing and actions the runtime needs, and the lineage chain.
+source ONNX sha256), the preprocessing, camera and actions the runtime needs, the source model's
+contract (read from its metadata and checked against its manifest before the build; an engine
+cannot hold metadata itself), and the lineage chain.
 No torch here: the jetson-runtime image builds engines with ``sim2real export --onnx``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from typing import Any
 from sim2real.contracts.engine_metadata import (ENGINE_KIND, PRECISIONS, check_engine_metadata, cuda_device,
                                                 engine_metadata)
 from sim2real.contracts.manifest import new_manifest, read_manifest, write_bytes_atomic, write_manifest
+from sim2real.contracts.preprocessing import PreprocessSpec
 
 TIMING_CACHE = "tensorrt.timing.cache"
 DEFAULT_MAX_BATCH = 8
@@ -81,7 +85,28 @@ def check_source(onnx_path: Path, precision: str) -> dict:
     if precision == "fp16" and have != "fp32":
         raise ValueError(f"--tensorrt fp16 builds from the FP32 model ({SOURCES['fp16']}); {onnx_path.name} is {have}")
     _check_onnx_readable(onnx_path)
+    manifest["contract"] = _source_contract(onnx_path, manifest)
     return manifest
+
+
+def _source_contract(onnx_path: Path, manifest: dict) -> dict:
+    """The contract inside the source ONNX, checked against its manifest (where onnx can read it)."""
+    from sim2real.contracts import model_contract
+
+    try:
+        import onnx
+    except ImportError:
+        onnx = None
+    if onnx is not None:
+        props = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+        embedded = props.get(model_contract.METADATA_KEY)
+    else:
+        import onnxruntime as ort
+
+        meta = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_modelmeta()
+        embedded = meta.custom_metadata_map.get(model_contract.METADATA_KEY)
+    model_contract.verify(onnx_path, manifest, embedded, None, None)
+    return json.loads(embedded)
 
 
 def _timing_cache(config: Any, path: Path) -> tuple[Any, str]:
@@ -112,7 +137,7 @@ def build_engine(onnx_path: str | Path, out: str | Path, precision: str, timing_
     gpu = cuda_device()
     if gpu is None:
         raise RuntimeError("no CUDA GPU is visible: a TensorRT engine is built on the GPU that will run it")
-    size = int(source["preprocessing"]["size"])
+    channels, height, width = PreprocessSpec.from_dict(source["preprocessing"]).input_shape()
     input_name = source.get("input_name", "depth")
     started = time.perf_counter()
 
@@ -144,8 +169,8 @@ def build_engine(onnx_path: str | Path, out: str | Path, precision: str, timing_
         if hasattr(trt.BuilderFlag, "FP16"):
             config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
-    one = (1, 1, size, size)
-    profile.set_shape(input_name, one, one, (max_batch, 1, size, size))
+    one = (1, channels, height, width)
+    profile.set_shape(input_name, one, one, (max_batch, channels, height, width))
     config.add_optimization_profile(profile)
     cache_path = Path(timing_cache) if timing_cache else out / TIMING_CACHE
     _, cache_status = _timing_cache(config, cache_path)
@@ -167,9 +192,11 @@ def build_engine(onnx_path: str | Path, out: str | Path, precision: str, timing_
     inputs = {**{k: v for k, v in (source.get("inputs") or {}).items() if k != "onnx"}, "onnx": source["sha256"]}
     write_manifest(engine, new_manifest(
         ENGINE_KIND, inputs=inputs, lineage=lineage, source_onnx=onnx_path.name, **metadata,
-        preprocessing=source["preprocessing"], actions=source["actions"], arch=source.get("arch"),
+        preprocessing=source["preprocessing"], camera=source["camera"], actions=source["actions"],
+        contract=source["contract"], mirror=source.get("mirror"), arch=source.get("arch"),
         input_name=input_name, output_name=source.get("output_name", "logits"),
-        profile={"input": input_name, "min": list(one), "opt": list(one), "max": [max_batch, 1, size, size]},
+        profile={"input": input_name, "min": list(one), "opt": list(one),
+                 "max": [max_batch, channels, height, width]},
         builder={"typing": "strong" if strongly_typed else "weak",
                  "flags": [] if strongly_typed else (["FP16"] if precision == "fp16" else ["INT8", "FP16"]),
                  "workspace_mb": workspace_mb},
