@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from helpers_models import depth_scene, tiny_model  # noqa: E402
+from sim2real.contracts.camera import Intrinsics  # noqa: E402
 from sim2real.runtime.cli import main  # noqa: E402
 from sim2real.runtime.replay import record_images  # noqa: E402
 from sim2real.runtime.ros_image import RawImage, encode_depth  # noqa: E402
@@ -47,7 +48,8 @@ def test_record_then_replay_writes_actions_with_timings(tmp_path, model, storage
     assert [r["action"] for r in records] == [expected for _, expected in FRAMES]
     assert [r["t_ns"] for r in records] == [t for t, _ in _frames()] == [r["stamp_ns"] for r in records]
     stop = records[3]
-    assert (stop["linear_x"], stop["angular_z"]) == (0.0, 0.0) and "invalid" in stop["reason"]
+    assert (stop["linear_x"], stop["angular_z"]) == (0.0, 0.0) and "no return" in stop["reason"]
+    assert summary["camera_intrinsics"] == "assumed" and summary["left_right_ties"] == 0
     assert set(records[0]["timing_ms"]) == {"read", "convert", "preprocess", "infer", "total"}
     assert records[0]["angular_z"] == -0.5 and records[2]["linear_x"] == 0.5
 
@@ -56,6 +58,27 @@ def test_record_then_replay_writes_actions_with_timings(tmp_path, model, storage
     with AnyReader([out_bag]) as reader:
         twists = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages()]
     assert [(t.linear.x, t.angular.z) for t in twists] == [(r["linear_x"], r["angular_z"]) for r in records]
+
+
+def test_replay_maps_images_by_the_bags_camera_info_or_explicit_intrinsics(tmp_path, model, capsys):
+    """The bag's CameraInfo describes a camera far narrower than the model's: every frame is refused
+    for its field of view; explicit intrinsics (the model's own field of view) win over it."""
+    narrow = Intrinsics.from_fov(64, 48, 30.0)
+    bag = tmp_path / "narrow"
+    record_images(bag, _frames(), intrinsics=narrow)
+    assert main(["replay", "--bag", str(bag), "--model", str(model), "--out", str(tmp_path / "a.jsonl")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["camera_intrinsics"] == "camera_info" and summary["actions"]["stop"] == len(FRAMES)
+    assert any("field of view" in event for event in summary["failsafe_events"])
+    wide = ",".join(str(v) for v in Intrinsics.from_fov(64, 48, 87.0).to_list())
+    assert main(["replay", "--bag", str(bag), "--model", str(model), "--intrinsics", wide,
+                 "--out", str(tmp_path / "b.jsonl")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["camera_intrinsics"] == "parameters"
+    assert summary["actions"] == {"forward": 2, "left": 1, "right": 1, "stop": 1}
+    assert main(["replay", "--bag", str(bag), "--model", str(model), "--intrinsics", "64,48,1,2"]) == 2
+    assert capsys.readouterr().err.strip() == ("sim2real replay: error: intrinsics need 6 values "
+                                               "WIDTH,HEIGHT,FX,FY,CX,CY, got 4")
 
 
 def test_replay_of_a_single_mcap_file(tmp_path, model, capsys):

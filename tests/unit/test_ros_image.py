@@ -8,12 +8,15 @@ import types
 import numpy as np
 import pytest
 
+from sim2real.contracts.preprocessing import PreprocessSpec, pixel_states
 from sim2real.runtime.ros_image import ImageError, RawImage, decode_depth, encode_depth, fill_image_msg
+
+SPEC = PreprocessSpec(width=16, height=16)
 
 
 def _depth(height=5, width=7):
     depth = np.linspace(0.3, 4.5, height * width, dtype=np.float32).reshape(height, width)
-    depth[0, 0], depth[1, 2], depth[2, 3] = np.nan, np.inf, 0.0
+    depth[0, 0], depth[1, 2], depth[2, 3], depth[3, 4] = np.nan, np.inf, 0.0, -np.inf
     return depth
 
 
@@ -25,19 +28,22 @@ def test_32fc1_round_trip_any_byte_order_and_padding(big_endian, row_padding):
     assert raw.step == depth.shape[1] * 4 + row_padding and len(raw.data) == raw.step * raw.height
     out = decode_depth(raw)
     assert out.dtype == np.float32 and out.shape == depth.shape
-    valid = np.isfinite(depth) & (depth > 0)
-    np.testing.assert_array_equal(out[valid], depth[valid])
-    assert np.isnan(out[~valid]).all()
+    returned = ~np.isnan(depth) & (depth != 0)
+    np.testing.assert_array_equal(out[returned], depth[returned])          # ±inf kept: too far / too near
+    assert np.isnan(out[~returned]).all()
+    np.testing.assert_array_equal(pixel_states(out, SPEC), pixel_states(depth, SPEC))
 
 
 @pytest.mark.parametrize("big_endian", [False, True])
 @pytest.mark.parametrize("row_padding", [0, 2, 5])
-def test_16uc1_millimetres_zero_is_invalid(big_endian, row_padding):
+def test_16uc1_millimetres_zero_is_no_return(big_endian, row_padding):
     depth = _depth()
     out = decode_depth(encode_depth(depth, "16UC1", big_endian=big_endian, row_padding=row_padding))
     valid = np.isfinite(depth) & (depth > 0)
     np.testing.assert_allclose(out[valid], np.round(depth[valid] * 1000) / 1000, atol=1e-6)
-    assert np.isnan(out[~valid]).all()
+    assert np.isnan(out[np.isnan(depth) | (depth == 0)]).all()
+    assert out[1, 2] == np.float32(65.535) and out[3, 4] == np.float32(0.001), "+inf saturates, -inf is 1 mm"
+    np.testing.assert_array_equal(pixel_states(out, SPEC), pixel_states(depth, SPEC))
 
 
 def test_big_endian_bytes_are_read_as_big_endian():

@@ -20,9 +20,22 @@ _SERVE_FLAGS = {  # CLI flag dest → ROS parameter name
     "max_linear_speed": "max_linear_speed", "max_angular_speed": "max_angular_speed",
     "watchdog_timeout": "watchdog_timeout_s", "max_invalid_fraction": "max_invalid_fraction",
     "diagnostics_period": "diagnostics_period_s", "expected_rate": "expected_rate_hz",
+    "camera_info_topic": "camera_info_topic",
 }
 # replay flag dest → node parameter (flags win over --params-file, which wins over the defaults)
-_REPLAY_FLAGS = {"backend": "backend", "max_invalid_fraction": "max_invalid_fraction"}
+_REPLAY_FLAGS = {"backend": "backend", "max_invalid_fraction": "max_invalid_fraction",
+                 "camera_info_topic": "camera_info_topic"}
+_INTRINSICS = ("camera_width", "camera_height", "camera_fx", "camera_fy", "camera_cx", "camera_cy")
+
+
+def _intrinsics(text: str | None) -> dict:
+    """``--intrinsics W,H,FX,FY,CX,CY`` as the node's camera_* parameters ({} when not given)."""
+    if text is None:
+        return {}
+    from sim2real.contracts.camera import Intrinsics
+
+    camera = Intrinsics.from_values(text)
+    return dict(zip(_INTRINSICS, (camera.width, camera.height, camera.fx, camera.fy, camera.cx, camera.cy)))
 
 
 def _default_model() -> str:
@@ -47,6 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     overrides = {param: getattr(args, dest) for dest, param in _SERVE_FLAGS.items()
                  if getattr(args, dest) is not None}
+    overrides.update(_intrinsics(args.intrinsics))
     if "model_path" in overrides:
         overrides["model_path"] = str(Path(overrides["model_path"]).resolve())
     return serve(overrides=overrides, ros_args=args.ros_args)
@@ -60,6 +74,7 @@ def _replay(args: argparse.Namespace) -> int:
     values = read_params_file(args.params_file) if args.params_file else {}
     values.update({param: getattr(args, dest) for dest, param in _REPLAY_FLAGS.items()
                    if getattr(args, dest) is not None})
+    values.update(_intrinsics(args.intrinsics))
     values["model_path"] = args.model
     params = NodeParams(**values)
     params.validate()
@@ -88,12 +103,18 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--watchdog-timeout", type=float,
                    help="seconds without a valid image before a zero Twist (default 0.25)")
     p.add_argument("--max-invalid-fraction", type=float,
-                   help="refuse an image with more invalid pixels than this (default 0.5)")
+                   help="refuse an image where more of the pixels the model sees hold no return (0, NaN) "
+                        "than this (default 0.5; too-far and too-near readings do not count)")
     p.add_argument("--diagnostics-period", type=float,
                    help="seconds between latency reports on /diagnostics and in the log (default 5)")
     p.add_argument("--expected-rate", type=float,
                    help="the camera's frame rate in Hz: /diagnostics warns when images arrive well below it "
                         "(default 0: unknown)")
+    p.add_argument("--camera-info-topic",
+                   help="the camera's sensor_msgs/CameraInfo: its intrinsics map each image onto the model's "
+                        "field of view (default /camera/depth/camera_info; empty: none)")
+    p.add_argument("--intrinsics", metavar="W,H,FX,FY,CX,CY",
+                   help="the camera's intrinsics in pixels (CameraInfo convention), used instead of CameraInfo")
     p.add_argument("--ros-args", nargs=argparse.REMAINDER, default=[],
                    help="the rest goes to ROS, e.g. --ros-args -r /cmd_vel:=/robot/cmd_vel")
 
@@ -115,6 +136,7 @@ def serve_overrides(argv: list[str]) -> dict:
     if unknown:
         raise ValueError(f"node arguments: unrecognized {' '.join(unknown)}")
     overrides = {param: getattr(args, dest) for dest, param in _SERVE_FLAGS.items() if getattr(args, dest) is not None}
+    overrides.update(_intrinsics(args.intrinsics))
     names = {field.name for field in fields(NodeParams)}
     ros = list(args.ros_args)
     for flag, assignment in zip(ros, ros[1:]):
@@ -166,7 +188,13 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--out-storage", default="mcap", choices=("mcap", "sqlite3"),
                    help="storage of --out-bag (default %(default)s)")
     p.add_argument("--max-invalid-fraction", type=float,
-                   help="refuse an image with more invalid pixels than this (default 0.5)")
+                   help="refuse an image with more no-return pixels than this (default 0.5)")
+    p.add_argument("--camera-info-topic",
+                   help="CameraInfo topic in the bag: the latest one before each image gives its intrinsics "
+                        "(default /camera/depth/camera_info)")
+    p.add_argument("--intrinsics", metavar="W,H,FX,FY,CX,CY",
+                   help="the camera's intrinsics in pixels (CameraInfo convention), used instead of the bag's "
+                        "CameraInfo; without either, the model's trained field of view, square pixels")
     p.set_defaults(func=_replay)
 
 

@@ -1,9 +1,17 @@
 """`sim2real serve`: the ROS 2 node that turns depth images into velocity commands on the robot.
 
-Subscribes a depth image (sensor-data QoS), publishes one geometry_msgs/Twist per image, and
-publishes a zero Twist whenever it cannot trust its output (see :mod:`sim2real.runtime.watchdog`).
-The preprocessing and the meaning of each output come from the model's manifest, through
+Subscribes a depth image and its ``sensor_msgs/CameraInfo`` (sensor-data QoS), publishes one
+geometry_msgs/Twist per image, and publishes a zero Twist whenever it cannot trust its output
+(see :mod:`sim2real.runtime.watchdog`). The preprocessing, the camera the model was trained for
+and the meaning of each output come from the model (checked against its manifest), through
 :class:`~sim2real.runtime.policy.ModelPolicy`, never from here.
+
+Each image is mapped onto the model's field of view by the camera's intrinsics (:class:`CameraSource`:
+the ``camera_*`` parameters when set, else the latest CameraInfo, else the trained field of view
+with square pixels, said once in the log). An image covering less than the model's minimum
+overlap along an axis is refused (zero Twist, one log line), and so is one where more than
+``max_invalid_fraction`` of the pixels the model sees hold no return (too-far and too-near
+readings are measurements and do not count).
 
 rclpy is imported only when a node is built, so the ROS-free part (:class:`DepthToTwist`,
 :class:`LatencyStats`) can be used and tested without ROS.
@@ -23,8 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from sim2real.contracts import actions as action_space
-from sim2real.contracts.actions import ACTIONS, FORWARD_SPEED_MPS, STOP, TURN_RATE_RADPS, Twist, twist_for
-from sim2real.contracts.preprocessing import valid_mask
+from sim2real.contracts.actions import ACTIONS, FORWARD_SPEED_MPS, STOP, TURN_RATE_RADPS, Twist, choose, twist_for
+from sim2real.contracts.camera import CameraError, Intrinsics
+from sim2real.contracts.preprocessing import CameraMismatch, InputMapping
 from sim2real.runtime.frame_rate import FrameRate, rate_warning
 from sim2real.runtime.ros_image import ImageError, decode_depth
 from sim2real.runtime.watchdog import FailSafe, Log
@@ -87,6 +96,27 @@ class NodeParams:
     expected_height: int = 0
     diagnostics_period_s: float = 5.0
     expected_rate_hz: float = 0.0
+    camera_info_topic: str = "/camera/depth/camera_info"
+    camera_width: int = 0
+    camera_height: int = 0
+    camera_fx: float = 0.0
+    camera_fy: float = 0.0
+    camera_cx: float = 0.0
+    camera_cy: float = 0.0
+
+    def intrinsics(self) -> Intrinsics | None:
+        """The ``camera_*`` parameters as intrinsics, or None when they are not set (all zero)."""
+        values = (self.camera_width, self.camera_height, self.camera_fx, self.camera_fy, self.camera_cx,
+                  self.camera_cy)
+        if not any(values):
+            return None
+        if not (self.camera_width and self.camera_height and self.camera_fx and self.camera_fy):
+            raise ValueError("camera_width, camera_height, camera_fx and camera_fy must all be set (with "
+                             "camera_cx, camera_cy), or none of them")
+        try:
+            return Intrinsics(*values)
+        except CameraError as exc:
+            raise ValueError(str(exc)) from None
 
     def validate(self) -> None:
         if not self.model_path:
@@ -105,6 +135,7 @@ class NodeParams:
         for name in ("image_topic", "cmd_vel_topic", "model_topic", "diagnostics_topic"):
             if not getattr(self, name):
                 raise ValueError(f"{name} must not be empty")
+        self.intrinsics()
 
     def safety_envelope(self, manifest: dict | None) -> SafetyEnvelope:
         """The one check of what the node may command, against the model's ``manifest``.
@@ -163,22 +194,78 @@ class LatencyStats:
         return f"latency ms p50/p99 over last {window} frames: {parts or 'no frames yet'}"
 
 
+class CameraSource:
+    """Where an image's intrinsics come from: the explicit ``camera_*`` parameters when set, else the
+    latest CameraInfo, else None (the model's trained field of view, centred, square pixels).
+
+    An image whose size differs from the explicit intrinsics', or from the latest CameraInfo's, is
+    refused: those intrinsics do not describe it. ``log(level, message)`` hears each change of
+    the intrinsics in use, and a bad CameraInfo, once.
+    """
+
+    def __init__(self, explicit: Intrinsics | None, log: Log):
+        self.explicit = explicit
+        self.camera_info: Intrinsics | None = None
+        self._log = log
+        self._said: set[str] = set()
+
+    def update(self, msg) -> None:
+        """A CameraInfo arrived; an uncalibrated or malformed one is logged once and ignored."""
+        try:
+            self.camera_info = Intrinsics.from_camera_info(msg)
+        except (CameraError, TypeError, ValueError, AttributeError) as exc:
+            self._once("warn", f"ignoring CameraInfo: {str(exc).splitlines()[0]}")
+
+    @property
+    def source(self) -> str:
+        return "parameters" if self.explicit else "camera_info" if self.camera_info else "assumed"
+
+    def for_image(self, width: int, height: int) -> Intrinsics | None:
+        known = self.explicit or self.camera_info
+        if known is None:
+            return None
+        if (known.width, known.height) != (width, height):
+            raise ImageError(f"the image is {width}x{height} but the camera's intrinsics ({self.source}) are for "
+                             f"{known.width}x{known.height}")
+        return known
+
+    def _once(self, level: str, message: str) -> None:
+        if message not in self._said:
+            self._said.add(message)
+            self._log(level, message)
+
+    def describe(self, mapping) -> None:
+        """Log (once per camera) which intrinsics map the images and how much of the view they cover."""
+        cover = f"{mapping.coverage[0]:.0%} x {mapping.coverage[1]:.0%}"
+        view = f"the model's {mapping.camera.hfov_deg:.0f}°x{mapping.camera.vfov_deg:.0f}° view"
+        if self.source == "assumed":
+            self._once("warn", f"camera: no CameraInfo and no camera_* parameters: taking the {mapping.intrinsics.width}x"
+                               f"{mapping.intrinsics.height} images to be {mapping.camera.hfov_deg:g}° wide, centred, "
+                               f"square pixels (they cover {cover} of {view})")
+        else:
+            self._once("info", f"camera ({self.source}): {mapping.intrinsics.describe()} covers {cover} of {view}")
+
+
 class DepthToTwist:
     """One image message → one Twist, with the fail-safe: anything untrustworthy gives ``STOP``.
 
-    ``policy`` is a :class:`~sim2real.runtime.policy.ModelPolicy` (or anything with ``spec``,
-    ``logits(depth_m)`` and ``last_timing_ms``; its ``manifest``, when it has one, sets the
-    safety envelope). Building one checks the speeds (:meth:`NodeParams.safety_envelope`), and
-    every command it returns is finite and inside the envelope.
+    ``policy`` is a :class:`~sim2real.runtime.policy.ModelPolicy` (or anything with ``mapping``
+    and ``infer``; its ``manifest``, when it has one, sets the safety envelope). ``camera``
+    resolves each image's intrinsics (default: from ``params``). ``last_tie`` is True when the
+    action came from an exact left/right tie. Building one checks the speeds
+    (:meth:`NodeParams.safety_envelope`), and every command it returns is finite and inside the
+    envelope.
     """
 
-    def __init__(self, policy, params: NodeParams, log: Log):
+    def __init__(self, policy, params: NodeParams, log: Log, camera: CameraSource | None = None):
         self.policy = policy
         self.params = params
         self.envelope = params.safety_envelope(getattr(policy, "manifest", None))
         self.failsafe = FailSafe(params.watchdog_timeout_s, log)
+        self.camera = camera or CameraSource(params.intrinsics(), log)
         self.last_timing_ms: dict[str, float] = {}
         self.last_action: int | None = None
+        self.last_tie = False
         self.last_logits: np.ndarray | None = None
         self.last_reason: str | None = None
 
@@ -186,25 +273,33 @@ class DepthToTwist:
         """The command for ``msg``; on a stop ``last_action`` is None and ``last_reason`` says why."""
         start = time.perf_counter()
         self.last_timing_ms, self.last_action, self.last_logits, self.last_reason = {}, None, None, None
+        self.last_tie = False
         try:
-            depth = self._depth(msg)
+            depth, mapping = self._depth(msg)
         except ImageError as exc:
             return self._refuse(f"unusable image: {exc}")
         converted = time.perf_counter()
+        x, no_return = mapping(depth)
+        if no_return > self.params.max_invalid_fraction:
+            return self._refuse(f"unusable image: more than {self.params.max_invalid_fraction:.0%} of the pixels "
+                                f"the model sees hold no return")
+        prepared = time.perf_counter()
         try:
-            logits = np.asarray(self.policy.logits(depth))
+            logits = np.asarray(self.policy.infer(x[None]))
             if logits.shape != (len(ACTIONS),) or not np.all(np.isfinite(logits)):
                 raise ValueError(f"model output {logits.tolist()} is not {len(ACTIONS)} finite logits")
-            action = int(np.argmax(logits))
+            action, tie = choose(logits)
             twist = twist_for(action, self.params.forward_speed, self.params.turn_rate)
             if not self.envelope.allows(twist):
                 raise ValueError(f"{twist} is outside the safety envelope {self.envelope}")
         except Exception as exc:
             detail = str(exc).splitlines()[0] if str(exc) else ""
             return self._refuse(f"inference failed: {type(exc).__name__}: {detail}")
+        inferred = time.perf_counter()
         self.failsafe.valid()
-        self.last_action, self.last_logits = action, logits
-        self.last_timing_ms = {"convert": (converted - start) * 1e3, **self.policy.last_timing_ms}
+        self.last_action, self.last_logits, self.last_tie = action, logits, tie
+        self.last_timing_ms = {"convert": (converted - start) * 1e3, "preprocess": (prepared - converted) * 1e3,
+                               "infer": (inferred - prepared) * 1e3}
         return twist
 
     def _refuse(self, reason: str) -> Twist:
@@ -212,17 +307,20 @@ class DepthToTwist:
         self.failsafe.fault(reason)
         return STOP
 
-    def _depth(self, msg) -> np.ndarray:
+    def _depth(self, msg) -> tuple[np.ndarray, InputMapping]:
         depth = decode_depth(msg)
         height, width = depth.shape
         p = self.params
         if (p.expected_width and width != p.expected_width) or (p.expected_height and height != p.expected_height):
             raise ImageError(f"size {width}x{height} differs from the expected "
                              f"{p.expected_width or 'any'}x{p.expected_height or 'any'}")
-        invalid = 1.0 - float(np.count_nonzero(valid_mask(depth, self.policy.spec))) / depth.size
-        if invalid > p.max_invalid_fraction:
-            raise ImageError(f"more than {p.max_invalid_fraction:.0%} of the pixels are invalid")
-        return depth
+        mapping = self.policy.mapping(self.camera.for_image(width, height), width, height)
+        self.camera.describe(mapping)
+        try:
+            mapping.check()
+        except CameraMismatch as exc:
+            raise ImageError(str(exc)) from None
+        return depth, mapping
 
 
 def _declare(node, defaults: NodeParams, overrides: dict) -> NodeParams:
@@ -248,7 +346,7 @@ class PolicyNode:
         from geometry_msgs.msg import Twist as TwistMsg
         from rclpy.node import Node
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import CameraInfo, Image
         from std_msgs.msg import String
 
         from sim2real.runtime.policy import ModelPolicy
@@ -275,10 +373,16 @@ class PolicyNode:
         self.model_info = {
             "sha256": self.policy.sha256, "model": str(self.params.model_path),
             "backend": getattr(getattr(self.policy, "engine", None), "name", self.params.backend),
-            "preprocessing": self.policy.spec.to_dict(), "actions": list(ACTIONS),
+            "preprocessing": self.policy.spec.to_dict(), "camera": self.policy.camera.to_dict(),
+            "actions": list(ACTIONS),
         }
         self.subscription = self.node.create_subscription(Image, self.params.image_topic, self._on_image,
                                                           qos_profile_sensor_data)
+        self.ties = 0
+        self.camera_info_subscription = None
+        if self.params.camera_info_topic:
+            self.camera_info_subscription = self.node.create_subscription(
+                CameraInfo, self.params.camera_info_topic, self.pipeline.camera.update, qos_profile_sensor_data)
         tick = min(self.params.watchdog_timeout_s / 4.0, 0.05)
         self.watchdog_timer = self.node.create_timer(tick, self._on_watchdog)
         self.diag_timer = self.node.create_timer(self.params.diagnostics_period_s, self._on_diagnostics)
@@ -304,6 +408,7 @@ class PolicyNode:
         except Exception as exc:
             self.pipeline.failsafe.fault(f"image callback failed: {type(exc).__name__}: {exc}")
             twist = STOP
+        self.ties += self.pipeline.last_tie
         out = self._twist_cls()
         out.linear.x, out.angular.z = float(twist.linear_x), float(twist.angular_z)
         before_publish = time.perf_counter()
@@ -336,7 +441,8 @@ class PolicyNode:
         values = {"model_sha256": self.policy.sha256, "backend": self.model_info["backend"],
                   "frames": self.stats.frames, "frames_received": self.frame_rate.count,
                   "image_rate_hz": "" if rate is None else round(rate, 2),
-                  "expected_rate_hz": self.params.expected_rate_hz, "stop_episodes": failsafe.stops}
+                  "expected_rate_hz": self.params.expected_rate_hz, "stop_episodes": failsafe.stops,
+                  "left_right_ties": self.ties, "camera_intrinsics": self.pipeline.camera.source}
         for stage, figures in summary.items():
             values[f"{stage}_ms_p50"] = figures["p50"]
             values[f"{stage}_ms_p99"] = figures["p99"]

@@ -3,8 +3,9 @@
 Decoding reads any object with the Image fields (``height``, ``width``, ``encoding``,
 ``is_bigendian``, ``step``, ``data``): an rclpy message, a rosbags message or :class:`RawImage`.
 
-- ``32FC1``: float32 metres; NaN and ±inf are invalid (the contract's ``valid_mask`` decides).
-- ``16UC1``: uint16 millimetres; 0 is invalid (becomes NaN).
+- ``32FC1``: float32 metres; NaN is no return, ±inf too far / too near (REP 117; the contract's
+  ``pixel_states`` decides).
+- ``16UC1``: uint16 millimetres; 0 is no return (becomes NaN).
 
 Rows may be padded (``step`` larger than ``width`` × pixel size) and either byte order is read.
 Anything else raises :class:`ImageError` with a one-line reason.
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim2real.contracts.preprocessing import depth_from_millimetres, depth_to_millimetres
+from sim2real.contracts.preprocessing import depth_from_millimetres, depth_to_millimetres, has_return
 
 _PIXEL = {"32FC1": np.dtype(np.float32), "16UC1": np.dtype(np.uint16)}
 ENCODINGS: tuple[str, ...] = tuple(_PIXEL)
@@ -86,7 +87,7 @@ def encode_depth(depth_m: np.ndarray, encoding: str = "32FC1", *, big_endian: bo
         pixels = depth_to_millimetres(depth.astype(np.float32, copy=False))
     else:
         with np.errstate(invalid="ignore"):
-            pixels = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
+            pixels = np.where(has_return(depth), depth, np.nan).astype(np.float32)
     pixels = pixels.astype(_PIXEL[encoding].newbyteorder(">" if big_endian else "<"), copy=False)
     height, width = pixels.shape
     rows = pixels.view(np.uint8).reshape(height, width * pixels.itemsize)

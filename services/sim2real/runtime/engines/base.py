@@ -9,7 +9,14 @@ import numpy as np
 
 
 class Engine(ABC):
+    """One loaded model. ``input_shape`` / ``output_shape`` are the graph's (None or a name for an
+    open dimension); ``contract`` is the model contract the file itself carries (JSON text or a
+    dict), or None where it carries none."""
+
     name: str = ""
+    input_shape: tuple | None = None
+    output_shape: tuple | None = None
+    contract: str | dict | None = None
 
     def __init__(self, model_path: Path):
         if not model_path.exists():
@@ -18,4 +25,4 @@ class Engine(ABC):
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 1, S, S) float32 → (N, len(ACTIONS)) float32 logits."""
+        """(N, C, H, W) float32 → (N, len(ACTIONS)) float32 logits."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from sim2real.contracts.model_contract import METADATA_KEY
 from sim2real.runtime.engines.base import Engine
 
 _PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -29,8 +30,14 @@ class OnnxRuntimeEngine(Engine):
             self.session = ort.InferenceSession(str(model_path), options, providers=providers)
         except Exception as exc:
             raise ValueError(f"{model_path} is not a loadable ONNX model: {str(exc).splitlines()[0]}") from None
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(f"{model_path.name}: a policy model has one input and one output, this one has "
+                             f"{len(inputs)} input(s) {[i.name for i in inputs]} and {len(outputs)} output(s) "
+                             f"{[o.name for o in outputs]}")
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        self.input_shape, self.output_shape = tuple(inputs[0].shape), tuple(outputs[0].shape)
+        self.contract = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         self.providers = self.session.get_providers()
 
     def infer(self, batch: np.ndarray) -> np.ndarray:

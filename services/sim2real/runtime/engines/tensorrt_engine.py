@@ -169,7 +169,10 @@ def _cuda_bindings():
 
 
 class TensorRTEngine(Engine):
-    """One input (N, 1, S, S), one output (N, len(ACTIONS)); names, shapes and dtypes from the engine."""
+    """One input (N, C, H, W), one output (N, len(ACTIONS)); names, shapes and dtypes from the engine.
+
+    An engine holds no metadata: its contract is the one its manifest copied from the source ONNX
+    (checked against that file's own when the engine was built)."""
 
     name = "tensorrt"
 
@@ -195,9 +198,11 @@ class TensorRTEngine(Engine):
                              f"and outputs {outputs}")
         self.input_name, self.output_name = inputs[0], outputs[0]
         self.input_shape = tuple(int(d) for d in self.engine.get_tensor_shape(self.input_name))
-        if len(self.input_shape) != 4 or self.input_shape[1] != 1 or min(self.input_shape[2:]) <= 0:
+        if len(self.input_shape) != 4 or min(self.input_shape[1:]) <= 0:
             raise ValueError(f"{model_path}: input '{self.input_name}' has shape {self.input_shape}, "
-                             f"expected (N, 1, S, S)")
+                             f"expected (N, C, H, W)")
+        self.output_shape = tuple(int(d) for d in self.engine.get_tensor_shape(self.output_name))
+        self.contract = self.manifest.get("contract")
         self.input_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
         self.output_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
         self.dynamic_batch = self.input_shape[0] < 0
