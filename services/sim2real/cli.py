@@ -182,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="default 6")
     p.add_argument("--batch-size", type=int, help="global batch, split across processes (default 64)")
     p.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule (default 0.002)")
-    p.add_argument("--input-size", type=int, help="model input side in pixels, 16 to 1024 (default 96)")
+    p.add_argument("--input-size", type=int,
+                   help="model input width in pixels, 16 to 1024; the height follows the camera's aspect "
+                        "(default 128: 128x72 for the default 16:9 camera)")
     p.add_argument("--val-fraction", type=float, help="validation share of the dataset (default 0.1)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--augment", type=float, metavar="P",
@@ -267,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", default="default")
     p.add_argument("--num", type=int, default=6000, help="training images")
     p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--input-size", type=int, default=96)
+    p.add_argument("--input-size", type=int, default=128,
+                   help="model input width in pixels; the height follows the camera's aspect (default %(default)s)")
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--workers", type=int, default=2, help="datagen and eval processes")
     p.add_argument("--artifacts", default=os.environ.get("SIM2REAL_ARTIFACTS", "artifacts"),

@@ -24,7 +24,7 @@ class PipelineConfig:
     scenario: str = "default"
     num_images: int = 6000
     epochs: int = 6
-    input_size: int = 96
+    input_size: int = 128
     episodes: int = 100
     seed: int = 0
     workers: int = 2

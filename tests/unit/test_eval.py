@@ -9,9 +9,8 @@ import pytest
 pytest.importorskip("pybullet")
 
 from helpers_eval import ForwardPolicy, forward_episode  # noqa: E402
-from sim2real.contracts.actions import ACTIONS, FORWARD, STOP, spec, twist_for  # noqa: E402
-from sim2real.contracts.manifest import new_manifest, write_manifest  # noqa: E402
-from sim2real.contracts.preprocessing import PreprocessSpec  # noqa: E402
+from helpers_models import tiny_model  # noqa: E402
+from sim2real.contracts.actions import FORWARD, STOP, twist_for  # noqa: E402
 from sim2real.contracts.scenario import load_scenario  # noqa: E402
 from sim2real.eval.evaluate import EvalConfig, evaluate, gate, run_episode, wilson_interval  # noqa: E402
 from sim2real.eval.policies import ExpertPolicy, ModelPolicyAdapter, Policy, SpinPolicy, make_policy  # noqa: E402
@@ -210,34 +209,9 @@ def test_a_missing_model_fails_before_any_node_starts(tmp_path):
         make_policy(tmp_path / "nope.onnx", via="ros2")
 
 
-def _tiny_onnx(path):
-    """A 'model' whose logits favour forward when the mean normalised depth is above 0.2."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
-
-    size = 32
-    graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["x"], ["m"], axes=[1, 2, 3], keepdims=0),
-         helper.make_node("Reshape", ["m", "shape"], ["m2"]),
-         helper.make_node("MatMul", ["m2", "w"], ["mw"]),
-         helper.make_node("Add", ["mw", "b"], ["logits"])],
-        "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", len(ACTIONS)])],
-        [helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 1]),
-         helper.make_tensor("w", TensorProto.FLOAT, [1, 3], [10.0, 0.0, 0.0]),
-         helper.make_tensor("b", TensorProto.FLOAT, [3], [-2.0, 0.0, 0.0])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    write_manifest(path, new_manifest("onnx-model", actions=spec(),
-                                      preprocessing=PreprocessSpec(size=size).to_dict()))
-    return path
-
-
 def test_a_model_file_is_evaluated_with_its_sha_and_latency(tmp_path):
     pytest.importorskip("onnxruntime")
-    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    model = tiny_model(tmp_path)
     policy = make_policy(model)
     assert isinstance(policy, ModelPolicyAdapter)
     action = policy.act(np.full((64, 64), 3.0, np.float32), None, None)
@@ -246,3 +220,4 @@ def test_a_model_file_is_evaluated_with_its_sha_and_latency(tmp_path):
     assert result["policy"] == "model" and result["model"] == str(model)
     assert result["model_sha256"] == policy.sha256 and len(result["model_sha256"]) == 64
     assert result["latency_ms"]["p50"] > 0
+    assert result["left_right_ties"] == sum(r["left_right_ties"] for r in result["per_episode"]) >= 0

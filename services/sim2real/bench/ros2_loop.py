@@ -111,10 +111,10 @@ def bench_ros2_loop(model_int8: Path, repeats: int, rate_hz: float = 30.0, warmu
                      "--backend", "onnxruntime", "--diagnostics-period", str(DIAGNOSTICS_PERIOD_S),
                      "--watchdog-timeout", "2.0"]
         ours = _measure("sim2real", serve_cmd, env, work, repeats, warmup, rate_hz, diagnostics=True)
-    size = read_manifest(model_int8)["preprocessing"]["size"]
+    spec = read_manifest(model_int8)["preprocessing"]
     chapter.update(common, approach="PyTorch eager FP32 ResNet18, per-image mean/std", model_input=f"{SIZE}x{SIZE}")
     ours.update(common, approach="ONNX Runtime INT8, the manifest's preprocessing, fail-safe checks",
-                model=str(model_int8), model_input=f"{size}x{size}", speedup_p50=round(chapter["p50"] / ours["p50"], 2),
+                model=str(model_int8), model_input=f"{spec['width']}x{spec['height']}", speedup_p50=round(chapter["p50"] / ours["p50"], 2),
                 speedup_p99=round(chapter["p99"] / ours["p99"], 2))
     return {"chapter_baseline": chapter, "sim2real": ours}
 
@@ -228,7 +228,7 @@ def _chapter_node(_args: argparse.Namespace) -> int:
                            strides=(msg.step, dtype.itemsize))
         return image.astype(np.float32) if msg.is_bigendian != (sys.byteorder == "big") else image
 
-    model = build_model("resnet18").eval()
+    model = build_model("resnet18", in_channels=1).eval()
     timings: dict[str, list[float]] = {"convert": [], "preprocess": [], "infer": [], "publish": []}
 
     rclpy.init()

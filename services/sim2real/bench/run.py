@@ -14,8 +14,8 @@ from sim2real import machine
 from sim2real.bench.stats import time_calls
 from sim2real.contracts.manifest import write_json_atomic
 
-BENCH_SIZE = 224
-PIPELINE_SIZE = 96
+BENCH_SIZE = 224       # input width; the default camera makes it 224x126
+PIPELINE_SIZE = 128    # the pipeline's input: 128x72
 
 
 def _say(message: str) -> None:
@@ -29,7 +29,7 @@ def bench_datagen(work: Path, num: int, workers: int) -> dict:
     generate("default", num=num, out=work / "data", seed=0, workers=workers, progress=False)
     seconds = time.perf_counter() - start
     return {"datagen_images_per_s": round(num / seconds, 1), "datagen_workers": workers,
-            "datagen_resolution": f"{BENCH_SIZE}x{BENCH_SIZE}"}
+            "datagen_resolution": "default scenario cameras, within 224x126"}
 
 
 def bench_train_throughput(input_sizes: tuple[int, ...], batch: int = 32, steps: int = 6) -> dict:
@@ -43,7 +43,7 @@ def bench_train_throughput(input_sizes: tuple[int, ...], batch: int = 32, steps:
     for size in input_sizes:
         model = build_model("resnet18").train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        x, y = torch.rand(batch, 1, size, size), torch.randint(0, 3, (batch,))
+        x, y = torch.rand(batch, 2, _height(size), size), torch.randint(0, 3, (batch,))
 
         def step():
             optimizer.zero_grad(set_to_none=True)
@@ -67,14 +67,20 @@ def _train_and_export(work: Path, input_size: int) -> tuple[Path, dict[str, Path
     return checkpoint, models
 
 
+def _height(width: int) -> int:
+    """The input height for ``width`` with the default scenario's 16:9 camera."""
+    return round(width * 126 / 224)
+
+
 def bench_inference(checkpoint: Path, models: dict[str, Path], size: int, repeats: int) -> dict:
-    """PyTorch eager FP32, ONNX Runtime FP32 and both INT8 forms at ``size``, batch 1."""
+    """PyTorch eager FP32 (the network alone), ONNX Runtime FP32 and both INT8 forms (the exported,
+    mirror-equivariant graphs) at input width ``size``, batch 1."""
     import torch
 
     from sim2real.runtime import engines
     from sim2real.train.trainer import load_checkpoint
 
-    x = np.random.default_rng(0).random((1, 1, size, size), dtype=np.float32)
+    x = np.random.default_rng(0).random((1, 2, _height(size), size), dtype=np.float32)
     model, _ = load_checkpoint(checkpoint)
     xt = torch.from_numpy(x)
     with torch.inference_mode():
@@ -88,6 +94,7 @@ def bench_inference(checkpoint: Path, models: dict[str, Path], size: int, repeat
 
 def run_bench(out: Path, quick: bool = False) -> dict:
     from sim2real.bench.eval_queue import bench_eval_transports, bench_eval_wall
+    from sim2real.bench.mirror_cost import bench_mirror_cost
     from sim2real.bench.ros2_loop import bench_ros2_loop
 
     from sim2real.bench.cpu_score import cpu_score
@@ -103,13 +110,16 @@ def run_bench(out: Path, quick: bool = False) -> dict:
         per_size = bench_train_throughput((PIPELINE_SIZE,) if quick else (PIPELINE_SIZE, BENCH_SIZE))
         results["train_images_per_s"] = per_size.get(str(BENCH_SIZE), per_size[str(PIPELINE_SIZE)])
         results["train_images_per_s_by_input"] = per_size
+        _say("mirror equivariance: the network alone against the exported graph …")
+        results["mirror_cost_ms"] = bench_mirror_cost(repeats=50 if quick else 200)
         for size, key in ((BENCH_SIZE, "inference_ms"), (PIPELINE_SIZE, f"inference_ms_{PIPELINE_SIZE}")):
-            _say(f"inference latency at {size}x{size} …")
+            _say(f"inference latency at {size}x{_height(size)} …")
             checkpoint, models = _train_and_export(work, size)
             results[key] = bench_inference(checkpoint, models, size, repeats)
         _say("ROS 2 loop: image published → cmd_vel received, across two processes …")
         results["ros2_loop_ms"] = bench_ros2_loop(models["int8"], repeats=100 if quick else 500)
-        results["ros2_loop_model"] = f"INT8 ONNX at {PIPELINE_SIZE}x{PIPELINE_SIZE} input; 224x224 32FC1 images"
+        results["ros2_loop_model"] = (f"INT8 ONNX at {PIPELINE_SIZE}x{_height(PIPELINE_SIZE)} input; 224x224 "
+                                      f"32FC1 images")
         _say("evaluation of that model: in-process and through the ROS 2 node …")
         results.update(bench_eval_transports(str(models["int8"]), episodes=2 if quick else 10))
     _say("evaluation …")
@@ -127,12 +137,17 @@ def format_table(results: dict) -> str:
     lines = [f"machine: {info['cpu']} × {info['cores']} cores, {info.get('isa', '?')}, GPU: {info['gpu'] or 'none'}",
              f"CPU score (1 thread, 512³): fp32 {score.get('fp32_gflops', '?')} GFLOP/s, "
              f"int8 {score.get('int8_gops', '?')} GOP/s", ""]
-    sections = ((f"inference {BENCH_SIZE}x{BENCH_SIZE}, batch 1", results["inference_ms"]),
-                (f"inference {PIPELINE_SIZE}x{PIPELINE_SIZE}, batch 1", results[f"inference_ms_{PIPELINE_SIZE}"]),
+    sections = ((f"inference {BENCH_SIZE}x{_height(BENCH_SIZE)}, batch 1", results["inference_ms"]),
+                (f"inference {PIPELINE_SIZE}x{_height(PIPELINE_SIZE)}, batch 1",
+                 results[f"inference_ms_{PIPELINE_SIZE}"]),
                 ("ROS 2 loop, 2 processes", results["ros2_loop_ms"]))
     for title, figures in sections:
         lines.append(f"{title:<34}{'p50 ms':>10}{'p99 ms':>10}")
         lines += [f"  {name:<32}{f['p50']:>10.2f}{f['p99']:>10.2f}" for name, f in figures.items()]
+    lines.append("")
+    from sim2real.bench.mirror_cost import format_rows as mirror_rows
+
+    lines += mirror_rows(results.get("mirror_cost_ms", {}))
     lines.append("")
     for key in ("datagen_images_per_s", "train_images_per_s"):
         lines.append(f"{key:<34}{results[key]:>10.1f}")

@@ -143,6 +143,7 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
                             collision=collision)
 
     path_length = 0.0
+    ties_before = policy.ties
     for k in range(n_steps):
         if interrupt is not None and interrupt():
             raise EpisodeInterrupted(f"episode {index} interrupted at step {k}")
@@ -195,6 +196,7 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
         "path_length_m": round(path_length, 4),
         "steps": steps,
         "stop_commands": stop_commands,
+        "left_right_ties": None if ties_before is None else policy.ties - ties_before,
         "arena_size_m": [round(float(v), 4) for v in world.arena_size],
         "start": [round(start.x, 4), round(start.y, 4), round(start.yaw, 4)],
         "trajectory": [[round(x, 3), round(y, 3)] for x, y in kept],
@@ -226,6 +228,8 @@ def summarize(records: list[dict], config: EvalConfig, scenario: Scenario, *, mo
         "successes": successes,
         "collisions": sum(r["collided"] for r in records),
         "stop_commands": sum(r.get("stop_commands", 0) for r in records),
+        "left_right_ties": (None if any(r.get("left_right_ties") is None for r in records)
+                            else sum(r["left_right_ties"] for r in records)),
         "mean_progress_m": round(float(np.mean([r["progress_m"] for r in records])), 4),
         "mean_path_length_m": round(float(np.mean([r["path_length_m"] for r in records])), 4),
         "latency_ms": {"p50": round(_percentile(latencies, 50), 4), "p99": round(_percentile(latencies, 99), 4),

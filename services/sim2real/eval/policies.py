@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sim2real.contracts.actions import LEFT, Twist, twist_for
+from sim2real.contracts.actions import LEFT, Twist, choose, twist_for
+from sim2real.contracts.camera import Intrinsics
 from sim2real.contracts.evaluation import BUILTIN_POLICIES, POLICY_TRANSPORTS
 from sim2real.contracts.scenario import Expert, Robot, Scenario
 from sim2real.sim.expert import expert_action
@@ -22,11 +23,16 @@ from sim2real.sim.world import Pose2D, World
 
 
 class Policy:
-    """A policy under evaluation. ``kind`` is "expert", "spin", "model" (in-process) or "ros2"."""
+    """A policy under evaluation. ``kind`` is "expert", "spin", "model" (in-process) or "ros2".
+
+    ``ties`` counts the decisions that came from an exact left/right tie (None where the policy
+    cannot tell, e.g. through ROS 2, where only the Twist comes back).
+    """
 
     kind: str = ""
     name: str = ""
     sha256: str | None = None
+    ties: int | None = None
 
     def act(self, depth_m: np.ndarray, pose: Pose2D, world: World) -> int:
         raise NotImplementedError
@@ -62,23 +68,37 @@ class SpinPolicy(Policy):
 
 
 class ModelPolicyAdapter(Policy):
-    """A deployed model (``runtime.policy.ModelPolicy``): depth only, the shipped preprocessing."""
+    """A deployed model (``runtime.policy.ModelPolicy``): depth only, the shipped preprocessing, the
+    scenario camera's intrinsics (as CameraInfo gives them on the robot)."""
 
     kind = "model"
 
-    def __init__(self, model_path: str | Path, engine: str = "auto"):
+    def __init__(self, model_path: str | Path, engine: str = "auto", scenario: Scenario | None = None):
         from sim2real.runtime.policy import ModelPolicy
 
         self.model = ModelPolicy(model_path, backend=engine)
         self.name = str(model_path)
         self.sha256 = self.model.sha256
+        self.intrinsics = scenario_intrinsics(scenario)
+        if self.intrinsics is not None:
+            self.model.mapping(self.intrinsics).check()
         self.last_latency_ms = 0.0
+        self.ties = 0
 
     def act(self, depth_m: np.ndarray, pose: Pose2D, world: World) -> int:
         t0 = time.perf_counter()
-        action = self.model.act(depth_m)
+        action, tie = choose(self.model.logits(depth_m, self.intrinsics))
         self.last_latency_ms = (time.perf_counter() - t0) * 1e3
+        self.ties += tie
         return action
+
+
+def scenario_intrinsics(scenario: Scenario | None) -> Intrinsics | None:
+    """The intrinsics of the scenario's nominal camera (what evaluation renders), or None without one."""
+    if scenario is None:
+        return None
+    cam = scenario.camera
+    return Intrinsics.from_fov(cam.width, cam.height, cam.hfov_deg)
 
 
 def make_policy(model: str | Path, engine: str = "auto", scenario: Scenario | None = None,
@@ -103,4 +123,4 @@ def make_policy(model: str | Path, engine: str = "auto", scenario: Scenario | No
         from sim2real.eval.ros2_policy import Ros2NodePolicy
 
         return Ros2NodePolicy(path, engine, scenario)
-    return ModelPolicyAdapter(path, engine)
+    return ModelPolicyAdapter(path, engine, scenario)

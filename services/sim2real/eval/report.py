@@ -201,6 +201,8 @@ def _rows(res: dict) -> list[tuple[str, str]]:
         ("Successes / episodes", f"{res['successes']} / {res['episodes']}"),
         ("Collisions", str(res["collisions"])),
         ("Zero-Twist commands (fail-safe stops)", str(res.get("stop_commands", 0))),
+        ("Exact left/right ties (resolved to left)",
+         "–" if res.get("left_right_ties") is None else str(res["left_right_ties"])),
         ("Mean net progress", f"{res['mean_progress_m']:.2f} m"),
         ("Mean path length", f"{res['mean_path_length_m']:.2f} m" if "mean_path_length_m" in res else "–"),
         ("Latency p50 / p99 / mean", f"{lat['p50']:.2f} / {lat['p99']:.2f} / {lat['mean']:.2f} ms"),

@@ -34,11 +34,12 @@ from sim2real.contracts.manifest import read_manifest, sha256_file
 from sim2real.contracts.preprocessing import PreprocessSpec
 from sim2real.contracts.scenario import Robot, Scenario
 from sim2real.environment import scoped_environ
-from sim2real.eval.policies import Policy
+from sim2real.eval.policies import Policy, scenario_intrinsics
 from sim2real.runtime.middleware import use_large_image_profile
 from sim2real.sim.world import Pose2D, World
 
 IMAGE_TOPIC = "camera/depth/image_raw"    # relative: resolved inside the evaluator's namespace
+CAMERA_INFO_TOPIC = "camera/depth/camera_info"
 CMD_VEL_TOPIC = "cmd_vel"
 MODEL_TOPIC = "sim2real_policy/model"
 WATCHDOG_S = 86400.0                      # the simulator is not real time: no wall-clock stops
@@ -80,6 +81,7 @@ class Ros2NodePolicy(Policy):
         self.name = str(model_path)
         self.sha256 = sha256_file(self.model_path)
         self.reply_timeout_s, self.retries = reply_timeout_s, retries
+        self.intrinsics = scenario_intrinsics(scenario)
         self.namespace = f"/sim2real_eval_{secrets.token_hex(4)}"
         self._serving = False      # True once the node has answered an image with a moving command
         self._answers: list[tuple[float, float]] = []
@@ -108,6 +110,7 @@ class Ros2NodePolicy(Policy):
     def _start_node(self, engine: str, scenario: Scenario | None, ros_env: dict[str, str]) -> None:
         command = [sys.executable, "-m", "sim2real.cli", "serve", "--model", str(self.model_path),
                    "--backend", engine, "--image-topic", IMAGE_TOPIC, "--cmd-vel-topic", CMD_VEL_TOPIC,
+                   "--camera-info-topic", CAMERA_INFO_TOPIC,
                    "--watchdog-timeout", str(WATCHDOG_S), "--diagnostics-period", "3600"]
         if scenario is not None:   # the scenario's speeds, with the safety envelope set to them
             command += ["--forward-speed", repr(scenario.robot.forward_speed_mps),
@@ -123,10 +126,19 @@ class Ros2NodePolicy(Policy):
         from geometry_msgs.msg import Twist as TwistMsg
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import CameraInfo, Image
         from std_msgs.msg import String
 
         self._node = rclpy.create_node("sim2real_evaluator", namespace=self.namespace, context=self._context)
+        self._info_pub = self._node.create_publisher(CameraInfo, CAMERA_INFO_TOPIC, qos_profile_sensor_data)
+        self._info = None
+        if self.intrinsics is not None:
+            c = self.intrinsics
+            self._info = CameraInfo(width=c.width, height=c.height, distortion_model="plumb_bob",
+                                    d=[0.0] * 5, k=[c.fx, 0.0, c.cx, 0.0, c.fy, c.cy, 0.0, 0.0, 1.0],
+                                    r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                                    p=[c.fx, 0.0, c.cx, 0.0, 0.0, c.fy, c.cy, 0.0, 0.0, 0.0, 1.0, 0.0])
+            self._info.header.frame_id = "camera_depth_optical_frame"
         self._executor = SingleThreadedExecutor(context=self._context)
         self._executor.add_node(self._node)
         self._image_pub = self._node.create_publisher(Image, IMAGE_TOPIC, qos_profile_sensor_data)
@@ -156,10 +168,11 @@ class Ros2NodePolicy(Policy):
 
         spec = PreprocessSpec.from_dict(read_manifest(self.model_path, verify=False)["preprocessing"])
         middle = (spec.min_range_m + spec.max_range_m) / 2
-        warm_up = fill_image_msg(self._image, encode_depth(np.full((spec.size, spec.size), middle, np.float32)))
+        shape = (self.intrinsics.height, self.intrinsics.width) if self.intrinsics else (spec.height, spec.width)
+        warm_up = fill_image_msg(self._image, encode_depth(np.full(shape, middle, np.float32)))
         for _ in range(WARM_UP_TRIES):
             self._answers.clear()
-            self._image_pub.publish(warm_up)
+            self._publish(warm_up)
             pause = time.monotonic() + 0.2
             while time.monotonic() < pause:
                 if any(answer != (0.0, 0.0) for answer in self._answers):
@@ -185,7 +198,7 @@ class Ros2NodePolicy(Policy):
         msg = fill_image_msg(self._image, encode_depth(depth_m, "32FC1"))
         for _ in range(1 + self.retries):           # sensor-data QoS is best effort: an image may be lost
             msg.header.stamp = self._node.get_clock().now().to_msg()
-            self._image_pub.publish(msg)
+            self._publish(msg)
             end = time.monotonic() + self.reply_timeout_s
             while not self._answers and time.monotonic() < end:
                 self._executor.spin_once(timeout_sec=0.01)
@@ -194,6 +207,13 @@ class Ros2NodePolicy(Policy):
             self._check_alive()
         raise RuntimeError(f"sim2real serve sent no /cmd_vel within {self.reply_timeout_s:g} s for "
                            f"{1 + self.retries} publishes of one image{self._log_tail()}")
+
+    def _publish(self, image) -> None:
+        """The image, after its CameraInfo (same stamp), as a camera driver publishes them."""
+        if self._info is not None:
+            self._info.header.stamp = image.header.stamp
+            self._info_pub.publish(self._info)
+        self._image_pub.publish(image)
 
     def _answer(self) -> Twist:
         """The first Twist after the image; until the node has served a frame, the last within a grace
