@@ -91,6 +91,27 @@ def tiny_model(folder: Path, size: int = TINY_SIZE, name: str = "tiny.onnx", max
     return path
 
 
+def contract_model(folder: Path, spec: PreprocessSpec, camera: CameraContract, name: str = "model.onnx") -> Path:
+    """The tiny left/right network exported for any contract (e.g. the default scenario's D435)."""
+    contract = model_contract.build(spec, camera, "input", "logits")
+    model = embed_contract(mirror_equivariant(tiny_network(spec.width, spec.height)), contract)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    onnx.save(model, str(path))
+    write_manifest(path, new_manifest("onnx-model", precision="fp32",
+                                      **{block: contract[block] for block in model_contract.BLOCKS}))
+    return path
+
+
+def camera_info(intrinsics, binning: int = 0, roi=None):
+    """A sensor_msgs/CameraInfo-like message for ``intrinsics`` (what a driver publishes)."""
+    from types import SimpleNamespace
+
+    c = intrinsics
+    return SimpleNamespace(width=c.width, height=c.height, k=[c.fx, 0.0, c.cx, 0.0, c.fy, c.cy, 0.0, 0.0, 1.0],
+                           binning_x=binning, binning_y=binning, roi=roi)
+
+
 def depth_scene(kind: str, height: int = 48, width: int = 64, near: float = 0.4, far: float = 4.0) -> np.ndarray:
     """Depth in metres: ``open``, ``obstacle_left``, ``obstacle_right``, ``invalid`` or ``touching``."""
     depth = np.full((height, width), far, np.float32)

@@ -248,7 +248,7 @@ class InputMapping:
         weighted, covered = resampled[0], resampled[1]
         with np.errstate(divide="ignore", invalid="ignore"):
             resampled[0] = np.where(covered > 0, np.fmin(weighted / covered, np.float32(1.0)), np.float32(0.0))
-        np.fmin(covered, np.float32(1.0), out=covered)        # a full pixel's weights may sum to 1 + 1 ulp
+        covered[covered > np.float32(1.0 - 1e-6)] = 1.0      # a full pixel's weights sum to 1 ± a few ulp
         no_return = 1.0 - float(np.count_nonzero(returned)) / returned.size if returned.size else 1.0
         return resampled, no_return
 
