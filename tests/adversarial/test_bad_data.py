@@ -15,6 +15,7 @@ import pytest
 from helpers_data import make_toy_dataset
 from sim2real.cli import main
 from sim2real.contracts.actions import FORWARD
+from sim2real.contracts.camera import Intrinsics
 from sim2real.contracts.dataset import MANIFEST, write_shard
 from sim2real.contracts.manifest import sha256_bytes
 
@@ -65,8 +66,8 @@ def test_a_dataset_without_a_class_is_refused_unless_accepted(capsys, tmp_path):
     manifest = json.loads((root / MANIFEST).read_text())
     for shard in manifest["shards"]:
         with np.load(root / shard["file"]) as data:
-            depth = data["depth_mm"]
-        shard["sha256"] = write_shard(root / shard["file"], depth, np.full(len(depth), FORWARD, np.uint8))
+            depth, cameras = data["depth_mm"], data["camera"]
+        shard["sha256"] = write_shard(root / shard["file"], depth, np.full(len(depth), FORWARD, np.uint8), cameras)
     (root / MANIFEST).write_text(json.dumps(manifest))
     refused(capsys, train_args(root, tmp_path / "out"), "has no 'left', 'right' images (forward 96, left 0, right 0)")
     assert not (tmp_path / "out" / "checkpoint.pt").exists()
@@ -83,12 +84,23 @@ def test_a_shard_that_is_not_an_npz_is_refused(capsys, toy, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def _cameras(count: int, size: int = 32) -> np.ndarray:
+    return np.tile(Intrinsics.from_fov(size, size, 87.0).to_list(), (count, 1))
+
+
 @pytest.mark.parametrize("arrays, expected", [
-    ({"depth_mm": np.zeros((48, 32, 32), np.uint16)}, "lacks the array(s) label"),
-    ({"depth_mm": np.zeros((48, 32, 32), np.float32), "label": np.zeros(48, np.uint8)}, "expected (N, H, W) uint16"),
-    ({"depth_mm": np.zeros((48, 32, 32), np.uint16), "label": np.full(48, 7, np.uint8)}, "outside the action space"),
-    ({"depth_mm": np.zeros((48, 16, 16), np.uint16), "label": np.zeros(48, np.uint8)}, "holds 16x16 images"),
-    ({"depth_mm": np.zeros((47, 32, 32), np.uint16), "label": np.zeros(47, np.uint8)}, "the manifest says 48"),
+    ({"depth_mm": np.zeros((48, 32, 32), np.uint16), "camera": _cameras(48)}, "lacks the array(s) label"),
+    ({"depth_mm": np.zeros((48, 32, 32), np.uint16), "label": np.zeros(48, np.uint8)}, "lacks the array(s) camera"),
+    ({"depth_mm": np.zeros((48, 32, 32), np.float32), "label": np.zeros(48, np.uint8), "camera": _cameras(48)},
+     "expected (N, H, W) uint16"),
+    ({"depth_mm": np.zeros((48, 32, 32), np.uint16), "label": np.full(48, 7, np.uint8), "camera": _cameras(48)},
+     "outside the action space"),
+    ({"depth_mm": np.zeros((48, 16, 16), np.uint16), "label": np.zeros(48, np.uint8), "camera": _cameras(48, 16)},
+     "holds 16x16 images"),
+    ({"depth_mm": np.zeros((47, 32, 32), np.uint16), "label": np.zeros(47, np.uint8), "camera": _cameras(47)},
+     "the manifest says 48"),
+    ({"depth_mm": np.zeros((48, 32, 32), np.uint16), "label": np.zeros(48, np.uint8), "camera": _cameras(48, 64)},
+     "an image's width x height exceeds the shard's 32x32"),
 ])
 def test_a_shard_with_the_wrong_arrays_is_refused(capsys, toy, tmp_path, arrays, expected):
     """Case 12: a shard without `label` gave a KeyError traceback."""

@@ -135,12 +135,12 @@ def test_deploy_refuses_node_args_outside_the_envelope_before_connecting(model):
 
 
 class _Logits:
-    """A policy that returns whatever logits it is given (garbage included)."""
+    """A policy that maps images as the model does and returns whatever logits it is given (garbage included)."""
 
-    def __init__(self, spec):
-        self.spec, self.last_timing_ms, self.output = spec, {}, None
+    def __init__(self, policy):
+        self.mapping, self.output = policy.mapping, None
 
-    def logits(self, depth):
+    def infer(self, x):
         return self.output
 
 
@@ -149,20 +149,20 @@ _SPEED = st.one_of(st.floats(min_value=-10, max_value=10), st.sampled_from([0.0,
 
 
 @pytest.fixture(scope="module")
-def spec(model):
+def loaded(model):
     from sim2real.runtime.policy import ModelPolicy
 
-    return ModelPolicy(model).spec
+    return ModelPolicy(model)
 
 
 @settings(max_examples=300, deadline=None)
 @given(forward=_SPEED, turn=_SPEED, max_linear=_SPEED, max_angular=_SPEED,
        logits=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=0, max_size=5))
-def test_speeds_are_refused_or_every_command_is_finite_and_inside_the_envelope(spec, forward, turn, max_linear,
+def test_speeds_are_refused_or_every_command_is_finite_and_inside_the_envelope(loaded, forward, turn, max_linear,
                                                                                max_angular, logits):
     params = NodeParams(model_path="m", forward_speed=forward, turn_rate=turn, max_linear_speed=max_linear,
                         max_angular_speed=max_angular)
-    policy = _Logits(spec)
+    policy = _Logits(loaded)
     try:
         pipeline = DepthToTwist(policy, params, lambda *_: None)      # no manifest: the contract's 0.5 / 0.5
     except ValueError as exc:
@@ -178,10 +178,10 @@ def test_speeds_are_refused_or_every_command_is_finite_and_inside_the_envelope(s
         assert twist == STOP
 
 
-def test_a_command_outside_the_envelope_is_never_returned(spec):
+def test_a_command_outside_the_envelope_is_never_returned(loaded):
     """Speeds changed after the check (a bug elsewhere) still cannot leave the node: the command is a stop."""
     logs = []
-    policy = _Logits(spec)
+    policy = _Logits(loaded)
     pipeline = DepthToTwist(policy, NodeParams(model_path="m"), lambda level, message: logs.append(message))
     pipeline.params.forward_speed = float("nan")
     policy.output = np.array([1.0, 0.0, 0.0], np.float32)

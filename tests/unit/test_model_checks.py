@@ -28,7 +28,7 @@ from sim2real.runtime.ros_image import encode_depth
 
 
 def forged(folder: Path, channels: int = 2, height: int = 24, width: int = 32, outputs: int = 3,
-           open_output: bool = False, contract: bool = True, name: str = "model.onnx") -> Path:
+           contract: bool = True, name: str = "model.onnx") -> Path:
     """A Flatten → Gemm model of the given input and output, with the tiny contract (2 channels, 24x32)
     inside and in a manifest that matches the file: what a hand-made or mislabelled model looks like."""
     n = channels * height * width
@@ -36,7 +36,7 @@ def forged(folder: Path, channels: int = 2, height: int = 24, width: int = 32, o
         [helper.make_node("Flatten", ["depth"], ["flat"], axis=1),
          helper.make_node("Gemm", ["flat", "W", "b"], ["logits"])], "forged",
         [helper.make_tensor_value_info("depth", TensorProto.FLOAT, ["batch", channels, height, width])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "k" if open_output else outputs])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", outputs])],
         initializer=[numpy_helper.from_array(np.full((n, outputs), 1e-3, np.float32), "W"),
                      numpy_helper.from_array(np.arange(outputs, dtype=np.float32), "b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -72,12 +72,18 @@ def one_line_exit_2(capsys, argv: list[str], verb: str) -> str:
     (19, lambda d: forged(d, outputs=5), r"its output is \['batch', 5\]"),
     (21, lambda d: forged(d, channels=3), r"its input is \['batch', 3, 24, 32\], the contract needs \[batch, 2 "),
     (22, lambda d: forged(d, height=24, width=16), r"its input is \['batch', 2, 24, 16\]"),
-    (0, lambda d: forged(d, outputs=5, open_output=True), r"one image gives output \[1, 5\]"),
     (0, lambda d: forged(d, contract=False), "carries no sim2real contract in its metadata .* re-export it"),
 ])
 def test_a_model_whose_graph_does_not_fit_its_contract_is_refused(tmp_path, case, make, message):
     with pytest.raises(ModelContractError, match=message):
         ModelPolicy(make(tmp_path))
+
+
+def test_a_probe_image_must_give_one_logit_per_action():
+    """For graphs that leave the output's size open, one image runs through the engine on load."""
+    model_contract.check_probe("m.onnx", (1, 3))
+    with pytest.raises(ModelContractError, match=r"m.onnx: one image gives output \[1, 5\]"):
+        model_contract.check_probe("m.onnx", (1, 5))
 
 
 @pytest.mark.parametrize("case, edit, message", [

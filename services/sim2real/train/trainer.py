@@ -104,8 +104,8 @@ class TrainConfig:
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if not isinstance(self.input_size, int) or not 16 <= self.input_size <= MAX_INPUT_SIZE:
-            raise ValueError(f"input_size must be an integer from 16 to {MAX_INPUT_SIZE} (the model input's width in "
-                             f"pixels), got {self.input_size!r}")
+            raise ValueError(f"input_size must be an integer from 16 to {MAX_INPUT_SIZE}, got {self.input_size!r} "
+                             f"(the model input's width in pixels)")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer ≥ 0, got {self.seed!r}")
         if not (0.0 < self.val_fraction < 1.0):
