@@ -147,7 +147,8 @@ def test_node_latches_which_model_it_runs(node, talker, model):
     assert node.poll() is None, _log(node)
     info = json.loads(talker.models[-1])
     assert info["sha256"] == read_manifest(model)["sha256"]
-    assert info["backend"] == "onnxruntime" and info["preprocessing"]["size"] == 32
+    assert info["backend"] == "onnxruntime" and info["preprocessing"]["width"] == 32
+    assert info["camera"]["hfov_deg"] == 87.0
     assert talker.wait(lambda: f"sha256 {info['sha256']}" in _log(node), 10), _log(node)
 
 
@@ -172,7 +173,7 @@ def test_big_endian_padded_image_gives_a_twist(talker):
 
 
 @pytest.mark.parametrize("make_bad, reason", [
-    (lambda t: t.image("invalid"), "more than 50% of the pixels are invalid"),
+    (lambda t: t.image("invalid"), "more than 50% of the pixels the model sees hold no return"),
     (lambda t: _with(t.image("open"), encoding="rgb8"), "encoding 'rgb8' is not a depth encoding"),
     (lambda t: _with(t.image("open"), height=47), "data holds"),
     (lambda t: t.image("touching"), "model output [nan, nan, nan] is not 3 finite logits"),
@@ -212,6 +213,37 @@ def test_diagnostics_report_stage_latencies(talker):
     for stage in ("convert", "preprocess", "infer", "publish", "total"):
         assert float(values[f"{stage}_ms_p99"]) >= float(values[f"{stage}_ms_p50"]) >= 0.0
     assert int(values["frames"]) > 0 and len(values["model_sha256"]) == 64
+
+
+def test_camera_info_maps_the_images_and_a_too_narrow_camera_is_refused(node, talker):
+    """The node follows the camera's CameraInfo: a 30° camera covers too little of the model's 87° view
+    (zero Twist, one log line); the right CameraInfo brings it back."""
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo
+
+    from sim2real.contracts.camera import Intrinsics
+
+    def info(hfov_deg: float):
+        k = Intrinsics.from_fov(64, 48, hfov_deg)
+        return CameraInfo(width=64, height=48, k=[k.fx, 0.0, k.cx, 0.0, k.fy, k.cy, 0.0, 0.0, 1.0])
+
+    publisher = talker.node.create_publisher(CameraInfo, "/camera/depth/camera_info", qos_profile_sensor_data)
+    talker.stream_until(talker.image("obstacle_left"), RIGHT)
+    narrow, image = info(30.0), talker.image("obstacle_left")
+    sent = time.monotonic()
+    for _ in range(6):
+        publisher.publish(narrow)
+        talker.publisher.publish(image)
+        talker.spin(0.05)
+    talker.first_twist_after(sent, ZERO, TIMEOUT_S + SLACK_S)
+    assert talker.wait(lambda: "field of view, below the 50% per axis" in _log(node), 10), _log(node)
+    end = time.monotonic() + 20
+    while time.monotonic() < end and not any(t > sent and (x, z) == pytest.approx(RIGHT) for t, x, z in talker.twists[-3:]):
+        publisher.publish(info(87.0))
+        talker.publisher.publish(image)
+        talker.spin(0.05)
+    assert (talker.twists[-1][1], talker.twists[-1][2]) == pytest.approx(RIGHT)
+    assert "camera (camera_info): 64x48" in _log(node)
 
 
 def test_sigint_stops_the_robot_and_exits_cleanly(node, talker):
@@ -254,4 +286,4 @@ def test_ros2_loop_bench_runs_both_nodes(ros_env, model):
         assert figures["n"] == 5 and figures["lost"] == 0 and 0 < figures["p50"] <= figures["p99"]
     assert {"convert", "preprocess", "infer", "publish"} <= set(result["sim2real"]["stages_ms"])
     assert {"convert", "preprocess", "infer", "publish"} <= set(result["chapter_baseline"]["stages_ms"])
-    assert result["sim2real"]["model_input"] == "32x32" and result["chapter_baseline"]["model_input"] == "224x224"
+    assert result["sim2real"]["model_input"] == "32x24" and result["chapter_baseline"]["model_input"] == "224x224"
