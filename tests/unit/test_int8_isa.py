@@ -17,6 +17,7 @@ from helpers_data import make_toy_dataset
 from helpers_int8 import run_on_emulated_avx2, saturation_probe
 
 from sim2real import machine
+from sim2real.contracts.camera import CameraContract
 from sim2real.contracts.manifest import read_manifest
 from sim2real.contracts.preprocessing import PreprocessSpec
 from sim2real.export import exporter
@@ -86,7 +87,8 @@ def toy_export(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("model")
     exporter.export(checkpoint, out, min_int8_agreement=0.95, progress=False)
     ck = read_manifest(checkpoint)
-    held_x, _, _, _ = exporter._samples(ck, None, PreprocessSpec.from_dict(ck["preprocessing"]))
+    held_x, _, _, _ = exporter._samples(ck, None, PreprocessSpec.from_dict(ck["preprocessing"]),
+                                        CameraContract.from_dict(ck["camera"]))
     np.save(out / "held_out.npy", held_x)
     return out
 
