@@ -22,7 +22,7 @@ from helpers_real_depth import ENCODINGS, MISSING, frames_dir, lens_against_wall
 from sim2real.contracts.actions import FORWARD_SPEED_MPS, TURN_RATE_RADPS
 
 pytestmark = pytest.mark.slow
-INVALID_REASON = "of the pixels are invalid"
+INVALID_REASON = "of the pixels the model sees hold no return"
 
 
 def _sim2real(*args: str, cwd: Path) -> None:
