@@ -54,6 +54,8 @@ def test_millimetre_round_trip_keeps_each_pixel_state():
     assert back[0, 0] == pytest.approx(1.234) and np.isnan(back[0, 1:3]).all()
     spec = PreprocessSpec(width=16, height=16)
     np.testing.assert_array_equal(pixel_states(back, spec), pixel_states(metres, spec))
+    # Rounded to the nearest millimetre: float32 19.3145 is 19.31450080..., 19315 mm (not a float32 tie).
+    assert depth_to_millimetres(np.array([19.3145], np.float32)).tolist() == [19315]
 
 
 def test_preprocess_spec_round_trip_and_rejects_unknown_keys_and_bad_values():

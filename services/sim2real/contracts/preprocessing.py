@@ -301,6 +301,6 @@ def depth_to_millimetres(depth_m: np.ndarray) -> np.ndarray:
     """
     depth = np.asarray(depth_m, dtype=np.float32)
     with np.errstate(invalid="ignore"):
-        mm = np.clip(np.rint(np.clip(np.nan_to_num(depth, nan=0.0, posinf=65.535, neginf=0.0), 0.0, 65.535)
-                             * 1000.0), 1.0, 65535.0)
+        metres = np.clip(np.nan_to_num(depth, nan=0.0, posinf=65.535, neginf=0.0), 0.0, 65.535)
+        mm = np.clip(np.rint(metres.astype(np.float64) * 1000.0), 1.0, 65535.0)   # float64: rounded to the nearest mm
     return np.where(has_return(depth), mm, 0.0).astype(np.uint16)
