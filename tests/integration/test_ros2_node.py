@@ -238,7 +238,8 @@ def test_camera_info_maps_the_images_and_a_too_narrow_camera_is_refused(node, ta
     talker.first_twist_after(sent, ZERO, TIMEOUT_S + SLACK_S)
     assert talker.wait(lambda: "field of view, below the 50% per axis" in _log(node), 10), _log(node)
     end = time.monotonic() + 20
-    while time.monotonic() < end and not any(t > sent and (x, z) == pytest.approx(RIGHT) for t, x, z in talker.twists[-3:]):
+    while time.monotonic() < end and not any(t > sent and (x, z) == pytest.approx(RIGHT)
+                                             for t, x, z in talker.twists[-3:]):
         publisher.publish(info(87.0))
         talker.publisher.publish(image)
         talker.spin(0.05)

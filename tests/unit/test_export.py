@@ -403,8 +403,8 @@ def test_tensorrt_engine_build_records_metadata_and_lineage(exported, tmp_path, 
     assert calls["flags"] == ["INT8", "FP16"] and calls["network_flags"] == 0
     assert calls["profile"] == {"depth": ((1, 2, 32, 32), (1, 2, 32, 32), (8, 2, 32, 32))}
     assert manifest["camera"] == source["camera"]
-    assert manifest["contract"] == json.loads({p.key: p.value for p in onnx.load(str(exported["int8_trt"])).metadata_props}
-                                              [model_contract.METADATA_KEY])
+    props = {p.key: p.value for p in onnx.load(str(exported["int8_trt"])).metadata_props}
+    assert manifest["contract"] == json.loads(props[model_contract.METADATA_KEY])
     assert (tmp_path / "tensorrt.timing.cache").read_bytes() == b"cache 10.3.0"
     assert manifest["timing_cache"]["status"] == "new"
     assert check_engine_file(engine, "10.3.0", (8, 7))["sha256"] == sha256_file(engine)

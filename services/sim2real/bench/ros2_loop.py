@@ -114,7 +114,8 @@ def bench_ros2_loop(model_int8: Path, repeats: int, rate_hz: float = 30.0, warmu
     spec = read_manifest(model_int8)["preprocessing"]
     chapter.update(common, approach="PyTorch eager FP32 ResNet18, per-image mean/std", model_input=f"{SIZE}x{SIZE}")
     ours.update(common, approach="ONNX Runtime INT8, the manifest's preprocessing, fail-safe checks",
-                model=str(model_int8), model_input=f"{spec['width']}x{spec['height']}", speedup_p50=round(chapter["p50"] / ours["p50"], 2),
+                model=str(model_int8), model_input=f"{spec['width']}x{spec['height']}",
+                speedup_p50=round(chapter["p50"] / ours["p50"], 2),
                 speedup_p99=round(chapter["p99"] / ours["p99"], 2))
     return {"chapter_baseline": chapter, "sim2real": ours}
 

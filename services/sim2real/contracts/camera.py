@@ -159,7 +159,8 @@ class Intrinsics:
 
     def describe(self) -> str:
         h, v = self.fov_deg()
-        return f"{self.width}x{self.height}, {h:.1f}°x{v:.1f}° (fx {self.fx:.1f}, fy {self.fy:.1f}, cx {self.cx:.1f}, cy {self.cy:.1f})"
+        return (f"{self.width}x{self.height}, {h:.1f}°x{v:.1f}° (fx {self.fx:.1f}, fy {self.fy:.1f}, "
+                f"cx {self.cx:.1f}, cy {self.cy:.1f})")
 
 
 @dataclass(frozen=True)

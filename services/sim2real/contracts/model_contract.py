@@ -95,7 +95,8 @@ def verify(path: str | Path, manifest: dict, embedded: str | dict | None, input_
         try:
             embedded = json.loads(embedded)
         except json.JSONDecodeError:
-            raise ModelContractError(f"{path.name}: the contract in its metadata is not JSON; {_reexport(path)}") from None
+            raise ModelContractError(f"{path.name}: the contract in its metadata is not JSON; "
+                                     f"{_reexport(path)}") from None
     if not isinstance(embedded, dict) or embedded.get("version") != CONTRACT_VERSION:
         version = embedded.get("version") if isinstance(embedded, dict) else None
         raise ModelContractError(f"{path.name}: its contract version {version!r} is not {CONTRACT_VERSION}; "

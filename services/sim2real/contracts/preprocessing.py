@@ -108,7 +108,8 @@ class PreprocessSpec:
                              f"the model with this sim2real (sim2real train, then sim2real export)")
         unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:
-            raise ValueError(f"unknown preprocessing key(s) {unknown}: this sim2real reads version {PREPROCESS_VERSION}")
+            raise ValueError(f"unknown preprocessing key(s) {unknown}: this sim2real reads version "
+                             f"{PREPROCESS_VERSION}")
         return cls(**data)
 
 
@@ -231,8 +232,8 @@ class InputMapping:
         """
         depth = np.asarray(depth_m)
         if depth.shape != (self.intrinsics.height, self.intrinsics.width):
-            raise ValueError(f"depth image is {depth.shape[1] if depth.ndim == 2 else '?'}x{depth.shape[0]} "
-                             f"(shape {depth.shape}), its intrinsics say {self.intrinsics.width}x{self.intrinsics.height}")
+            raise ValueError(f"depth image has shape {depth.shape}, its intrinsics say "
+                             f"{self.intrinsics.width}x{self.intrinsics.height}")
         spec = self.spec
         window = depth[self.window]
         returned = has_return(window)

@@ -239,9 +239,10 @@ class CameraSource:
         cover = f"{mapping.coverage[0]:.0%} x {mapping.coverage[1]:.0%}"
         view = f"the model's {mapping.camera.hfov_deg:.0f}°x{mapping.camera.vfov_deg:.0f}° view"
         if self.source == "assumed":
-            self._once("warn", f"camera: no CameraInfo and no camera_* parameters: taking the {mapping.intrinsics.width}x"
-                               f"{mapping.intrinsics.height} images to be {mapping.camera.hfov_deg:g}° wide, centred, "
-                               f"square pixels (they cover {cover} of {view})")
+            size = f"{mapping.intrinsics.width}x{mapping.intrinsics.height}"
+            self._once("warn", f"camera: no CameraInfo and no camera_* parameters: taking the {size} images to be "
+                               f"{mapping.camera.hfov_deg:g}° wide, centred, square pixels (they cover {cover} "
+                               f"of {view})")
         else:
             self._once("info", f"camera ({self.source}): {mapping.intrinsics.describe()} covers {cover} of {view}")
 

@@ -261,7 +261,9 @@ def sample_camera(scenario: Scenario, rng: np.random.Generator) -> CameraSample:
     hfov = pick(rnd.camera_hfov_deg, cam.hfov_deg)
     if rnd.camera_hfov_deg is not None and rnd.hfov_step_deg > 0:
         hfov = round(hfov / rnd.hfov_step_deg) * rnd.hfov_step_deg
-    width, height = (None, None) if rnd.camera_aspect is None else image_size(cam, float(rng.uniform(*rnd.camera_aspect)))
+    width, height = (None, None)
+    if rnd.camera_aspect is not None:
+        width, height = image_size(cam, float(rng.uniform(*rnd.camera_aspect)))
     return CameraSample(
         mount_height_m=float(pick(rnd.camera_height_m, cam.mount_height_m)),
         pitch_deg=float(pick(rnd.camera_pitch_deg, cam.pitch_deg)),
