@@ -181,9 +181,14 @@ def test_redeploy_replaces_the_node_and_a_broken_one_rolls_back(deployment):
     assert second["id"] != first["id"]
     assert [c.short_id for c in client.containers.list(all=True, filters={"name": d["name"]})] == [second["id"]]
     assert client.containers.get(d["name"]).attrs["HostConfig"]["RestartPolicy"]["Name"] == "always"
-    # A node that cannot start (a bad flag): deploy fails, and the previous node runs again.
-    with pytest.raises(RuntimeError, match="exited"):
+    # A bad flag is refused before anything on the robot changes.
+    with pytest.raises(ValueError, match="unrecognized --no-such-flag"):
         deploy(_config(d, node_args=["--no-such-flag"]))
+    assert client.containers.get(d["name"]).short_id == second["id"]
+    # A node that passes the checks but cannot start (its params file is not on the robot):
+    # deploy fails, and the previous node runs again.
+    with pytest.raises(RuntimeError, match="exited"):
+        deploy(_config(d, node_args=["--ros-args", "--params-file", "/nonexistent/node.yaml"]))
     current = client.containers.get(d["name"])
     assert current.short_id == second["id"]
     for _ in range(20):
