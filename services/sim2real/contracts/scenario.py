@@ -27,14 +27,16 @@ from pathlib import Path
 from typing import Annotated, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from sim2real.contracts.manifest import sha256_bytes
 
 BUILTIN_DIR = Path(__file__).with_name("scenarios")
 RENDER_REACH_M = 20.0   # the simulators render surfaces up to this far; beyond it nothing returns
 
-ShapeName = Literal["box", "cylinder", "pole", "wall"]
+# An obstacle kind's name. Which names exist is not known here: the kinds live in ``sim.kinds`` (one
+# module each), and the scenario is checked against that registry (``kind_catalogue``).
+KindName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 
 # A scenario whose largest obstacle count needs more floor than this share of its smallest arena
 # is refused. The need is estimated generously (a disc of the mean footprint radius plus half the
@@ -127,15 +129,16 @@ class Arena(_Strict):
 class Obstacles(_Strict):
     """Obstacles drawn per scene: count, shape, size, pose and spacing all come from ranges.
 
-    Shapes: ``box`` (half-extents from ``size_m``), ``cylinder`` (radius from ``size_m``), ``pole``
-    (a thin cylinder, radius from ``pole_radius_m``) and ``wall`` (a free-standing wall segment,
-    full length ``wall_length_m``, thickness ``wall_thickness_m``). ``shape_weights`` (same order as
-    ``shapes``) skews the draw; without it shapes are equally likely. ``min_gap_m`` is a number or
-    a ``[low, high]`` range drawn per scene.
+    ``shapes`` lists obstacle kinds by name (the registered kinds of ``sim.kinds``): ``box``
+    (half-extents from ``size_m``), ``cylinder`` (radius from ``size_m``), ``pole`` (a thin cylinder,
+    radius from ``pole_radius_m``), ``wall`` (a free-standing wall segment, full length
+    ``wall_length_m``, thickness ``wall_thickness_m``), and those documented in docs/scenarios.md.
+    ``shape_weights`` (same order as ``shapes``) skews the draw; without it kinds are equally likely.
+    ``min_gap_m`` is a number or a ``[low, high]`` range drawn per scene.
     """
 
     count: IntRange(0, 100) = (6, 12)
-    shapes: tuple[ShapeName, ...] = Field(("box", "cylinder"), max_length=16)
+    shapes: tuple[KindName, ...] = Field(("box", "cylinder"), max_length=16)
     shape_weights: tuple[Real(0, 1000), ...] | None = Field(None, max_length=16)
     size_m: RealRange(0.02, 5) = (0.15, 0.5)
     height_m: RealRange(0.05, 10) = (0.3, 1.0)
@@ -157,15 +160,11 @@ class Obstacles(_Strict):
                 raise ValueError("shape_weights: weights must not be all zero")
         return self
 
-    def mean_footprint_m(self) -> float:
-        """Expected footprint radius of one obstacle (range midpoints, shapes by weight)."""
-        mid = {name: sum(getattr(self, name)) / 2 for name in ("size_m", "pole_radius_m", "wall_length_m",
-                                                                "wall_thickness_m")}
-        radius = {"box": math.hypot(mid["size_m"], mid["size_m"]), "cylinder": mid["size_m"],
-                  "pole": mid["pole_radius_m"],
-                  "wall": math.hypot(mid["wall_length_m"] / 2, mid["wall_thickness_m"] / 2)}
+    def mean_footprint_m(self, kinds: dict | None = None) -> float:
+        """Expected footprint radius of one obstacle (range midpoints, kinds by weight)."""
+        kinds = kind_catalogue() if kinds is None else kinds
         weights = self.shape_weights or (1.0,) * len(self.shapes)
-        return sum(w * radius[s] for s, w in zip(self.shapes, weights)) / sum(weights)
+        return sum(w * kinds[s].mean_footprint_m(self) for s, w in zip(self.shapes, weights)) / sum(weights)
 
     def min_gap_low(self) -> float:
         return self.min_gap_m[0] if isinstance(self.min_gap_m, tuple) else self.min_gap_m
@@ -343,10 +342,20 @@ class Scenario(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _room_for_obstacles(self) -> "Scenario":
+    def _known_kinds(self, info: ValidationInfo) -> "Scenario":
+        kinds = _context_kinds(info)
+        unknown = [s for s in self.obstacles.shapes if s not in kinds]
+        if unknown:
+            raise ValueError(f"obstacles.shapes: unknown kind '{unknown[0]}' (registered: {', '.join(sorted(kinds))})")
+        for name in dict.fromkeys(self.obstacles.shapes):
+            kinds[name].check(self)
+        return self
+
+    @model_validator(mode="after")
+    def _room_for_obstacles(self, info: ValidationInfo) -> "Scenario":
         ob = self.obstacles
         sx, sy = self.arena.smallest()
-        reach = ob.mean_footprint_m()
+        reach = ob.mean_footprint_m(_context_kinds(info))
         need = ob.count[1] * math.pi * (reach + ob.min_gap_low() / 2) ** 2
         floor = max(sx - 2 * reach, 0.0) * max(sy - 2 * reach, 0.0)
         if ob.count[1] and need > MAX_OBSTACLE_COVER * floor:
@@ -375,6 +384,22 @@ class Scenario(_Strict):
     def gate_problem(self) -> str | None:
         """Why a success-rate gate on this scenario would mean nothing (None when it can gate)."""
         return gate_problem(self.episode.min_progress_m, self.episode.duration_s, self.episode.control_hz)
+
+
+def kind_catalogue() -> dict:
+    """The registered obstacle kinds by name (``sim.kinds``, numpy only; imported when first needed).
+
+    Each answers ``mean_footprint_m(obstacles)`` and ``check(scenario)``; ``parse_scenario`` takes
+    another catalogue through ``kinds=`` (a test, or a caller with its own kinds).
+    """
+    from sim2real.sim.kinds import catalogue
+
+    return catalogue()
+
+
+def _context_kinds(info: ValidationInfo) -> dict:
+    context = info.context or {}
+    return context["kinds"] if "kinds" in context else kind_catalogue()
 
 
 def gate_problem(min_progress_m: float, duration_s: float, control_hz: float) -> str | None:
@@ -472,11 +497,12 @@ def _format_error(source: str, exc: ValidationError) -> str:
     return f"scenario {source}: invalid value for '{key}': {message}"
 
 
-def parse_scenario(data: object, source: str = "<dict>") -> Scenario:
+def parse_scenario(data: object, source: str = "<dict>", kinds: dict | None = None) -> Scenario:
+    """A scenario from parsed YAML; ``kinds`` (name → kind) defaults to ``kind_catalogue()``."""
     if not isinstance(data, dict):
         raise ScenarioError(f"scenario {source}: expected a mapping at the top level")
     try:
-        return Scenario.model_validate(data)
+        return Scenario.model_validate(data, context={"kinds": kind_catalogue() if kinds is None else kinds})
     except ValidationError as exc:
         raise ScenarioError(_format_error(source, exc)) from None
 

@@ -201,9 +201,7 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
         "start": [round(start.x, 4), round(start.y, 4), round(start.yaw, 4)],
         "trajectory": [[round(x, 3), round(y, 3)] for x, y in kept],
         "collision_point": [round(v, 4) for v in collision_point] if collision_point is not None else None,
-        "obstacles": [{"shape": o.shape, "x": round(o.x, 4), "y": round(o.y, 4), "yaw": round(o.yaw, 4),
-                       "size": [round(s, 4) for s in o.size], "height": round(o.height, 4)}
-                      for o in world.obstacles],
+        "obstacles": [o.record() for o in world.obstacles],
         "latency_ms_mean": round(float(np.mean(latencies)), 4) if latencies else 0.0,
         "latency_ms_p99": round(_percentile(latencies, 99), 4),
         "_latencies": latencies,

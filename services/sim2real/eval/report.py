@@ -50,17 +50,12 @@ def _arena(ax, sizes: list[tuple[float, float]]) -> None:
 
 
 def _obstacles(ax, obstacles: list[dict]) -> None:
-    from matplotlib.patches import Circle, Polygon
+    """Each obstacle of an episode record, drawn by its kind (``sim.kinds``)."""
+    from sim2real.sim.kinds import Obstacle, of
 
-    for o in obstacles:
-        if o["shape"] == "cylinder":
-            ax.add_patch(Circle((o["x"], o["y"]), o["size"][0], fc="#b8b8c0", ec="#555", lw=0.8))
-            continue
-        c, s = math.cos(o["yaw"]), math.sin(o["yaw"])
-        hx, hy = o["size"]
-        corners = [(o["x"] + c * dx - s * dy, o["y"] + s * dx + c * dy)
-                   for dx, dy in ((hx, hy), (-hx, hy), (-hx, -hy), (hx, -hy))]
-        ax.add_patch(Polygon(corners, closed=True, fc="#b8b8c0", ec="#555", lw=0.8))
+    for record in obstacles:
+        obstacle = Obstacle.from_record(record)
+        of(obstacle).draw(ax, obstacle)
 
 
 def _episode(ax, ep: dict, lw: float, alpha: float, robot_radius: float | None = None) -> None:

@@ -19,6 +19,7 @@ where it is the ceiling the learned policy is compared to.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -86,7 +87,7 @@ def _nearby(world: World, pose: Pose2D, reach: float) -> World:
     keep = [o for o in world.obstacles if math.hypot(o.x - pose.x, o.y - pose.y) - o.footprint_radius() <= reach]
     if len(keep) == len(world.obstacles):
         return world
-    return World(world.arena_size, world.wall_height, world.wall_thickness, keep)
+    return replace(world, obstacles=keep)
 
 
 def path_clear(world: World, pose: Pose2D, robot_radius: float, rule: Expert) -> bool:

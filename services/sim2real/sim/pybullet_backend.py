@@ -142,9 +142,8 @@ class PybulletBackend(SimBackend):
                                          physicsClientId=c)
         self.ground = p.createMultiBody(0, ground_col, ground_vis, [0, 0, 0], physicsClientId=c)
         p.changeDynamics(self.ground, -1, lateralFriction=1.0, physicsClientId=c)
-        obstacles = set(id(o) for o in world.obstacles)
-        self.solids = [self._add_solid(o, _OBSTACLE_RGBA if id(o) in obstacles else _WALL_RGBA)
-                       for o in world.solids()]
+        self.solids = ([self._add_solid(o, _OBSTACLE_RGBA) for o in world.parts()]
+                       + [self._add_solid(o, _WALL_RGBA) for o in world.walls()])
         self.robot = p.loadURDF(str(self._urdf), [0, 0, self.scenario.robot.wheel_radius_m],
                                 physicsClientId=c)
         joints = {p.getJointInfo(self.robot, j, physicsClientId=c)[1].decode(): j
@@ -170,7 +169,7 @@ class PybulletBackend(SimBackend):
         else:
             raise ValueError(f"pybullet backend: unknown obstacle shape '{o.shape}'")
         orn = p.getQuaternionFromEuler([0, 0, o.yaw])
-        return p.createMultiBody(0, col, vis, [o.x, o.y, o.height / 2], orn, physicsClientId=c)
+        return p.createMultiBody(0, col, vis, [o.x, o.y, o.z0 + o.height / 2], orn, physicsClientId=c)
 
     # ------------------------------------------------------------------ robot
     def _need_robot(self) -> int:

@@ -16,6 +16,7 @@ import math
 import xml.etree.ElementTree as ET
 
 from sim2real.contracts.scenario import RENDER_REACH_M, Scenario
+from sim2real.sim import kinds
 from sim2real.sim.world import Obstacle, Pose2D, World
 
 SDF_VERSION = "1.9"
@@ -97,12 +98,10 @@ def _material(visual: ET.Element, rgba: str) -> None:
     _sub(material, "diffuse", rgba)
 
 
-def solid_model(name: str, o: Obstacle, rgba: str = _OBSTACLE_RGBA) -> ET.Element:
-    """A static upright box or cylinder standing on the floor."""
-    model = ET.Element("model", name=name)
-    _sub(model, "static", "true")
-    _sub(model, "pose", _pose(o.x, o.y, o.height / 2, yaw=o.yaw))
-    link = _sub(model, "link", name="link")
+def _solid_link(model: ET.Element, name: str, o: Obstacle, rgba: str, pose: str | None = None) -> None:
+    link = _sub(model, "link", name=name)
+    if pose:
+        _sub(link, "pose", pose)
     if o.shape == "box":
         shape, size = "box", (2 * o.size[0], 2 * o.size[1], o.height)
     elif o.shape == "cylinder":
@@ -113,6 +112,25 @@ def solid_model(name: str, o: Obstacle, rgba: str = _OBSTACLE_RGBA) -> ET.Elemen
     visual = _sub(link, "visual", name="visual")
     _geometry(visual, shape, size)
     _material(visual, rgba)
+
+
+def solid_model(name: str, o: Obstacle, rgba: str = _OBSTACLE_RGBA) -> ET.Element:
+    """A static obstacle: one link per part of its kind (``link`` alone for a one-part obstacle,
+    whose model pose is the part's; ``part_<j>`` links posed in the model frame otherwise)."""
+    model = ET.Element("model", name=name)
+    _sub(model, "static", "true")
+    parts = kinds.parts(o)
+    if len(parts) == 1:
+        part = parts[0]
+        _sub(model, "pose", _pose(part.x, part.y, part.z0 + part.height / 2, yaw=part.yaw))
+        _solid_link(model, "link", part, rgba)
+        return model
+    _sub(model, "pose", _pose(o.x, o.y, 0.0, yaw=o.yaw))
+    c, s = math.cos(-o.yaw), math.sin(-o.yaw)
+    for j, part in enumerate(parts):
+        dx, dy = part.x - o.x, part.y - o.y
+        local = _pose(c * dx - s * dy, s * dx + c * dy, part.z0 + part.height / 2, yaw=part.yaw - o.yaw)
+        _solid_link(model, f"part_{j}", part, rgba, local)
     return model
 
 
