@@ -21,7 +21,8 @@ from sim2real.sim.world import Pose2D, sample_world
 
 
 def sdf_check(path) -> subprocess.CompletedProcess:
-    if shutil.which("ign") is None or subprocess.run(["ign", "sdf", "--help"], capture_output=True, check=False).returncode:
+    found = shutil.which("ign") is not None
+    if not found or subprocess.run(["ign", "sdf", "--help"], capture_output=True, check=False).returncode:
         pytest.skip("ign sdf is not installed (make test installs it via scripts/install-system-deps.sh)")
     return subprocess.run(["ign", "sdf", "-k", str(path)], capture_output=True, text=True, timeout=120, check=False)
 

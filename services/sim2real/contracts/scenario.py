@@ -46,6 +46,11 @@ MAX_OBSTACLE_COVER = 1.0
 # A gated evaluation (--min-success) needs episodes of at least this many control steps.
 MIN_GATE_STEPS = 10
 MAX_FILE_BYTES = 1 << 20          # a scenario file is a page of YAML, never megabytes
+# The robot's 3D footprint is a vertical cylinder of robot.radius_m from the floor to its top: the
+# body (ROBOT_GROUND_CLEARANCE_M + robot.height_m) or the camera mast, which ends CAMERA_HOUSING_M
+# above the highest camera mount, whichever is higher (Scenario.robot_top_m).
+ROBOT_GROUND_CLEARANCE_M = 0.01
+CAMERA_HOUSING_M = 0.03
 
 
 class ScenarioError(ValueError):
@@ -126,6 +131,37 @@ class Arena(_Strict):
         return self.size_m
 
 
+class Table(_Strict):
+    """The ``table`` kind: a top on four legs at its corners. ``size_m`` draws each side of the top,
+    ``height_m`` the height of its upper face. With ``drive_under`` every table is drawn so that the
+    robot fits under it and between its legs (the scenario is refused where it cannot)."""
+
+    size_m: RealRange(0.3, 4) = (0.6, 1.4)
+    height_m: RealRange(0.1, 2) = (0.45, 0.8)
+    top_thickness_m: RealRange(0.01, 0.2) = (0.02, 0.05)
+    leg_radius_m: RealRange(0.005, 0.1) = (0.015, 0.03)
+    drive_under: bool = False
+
+
+class Chair(_Strict):
+    """The ``chair`` kind: a square seat on four legs and a backrest along one edge (``back_height_m``
+    above the seat; 0 draws a stool)."""
+
+    seat_m: RealRange(0.2, 1.5) = (0.38, 0.5)
+    seat_height_m: RealRange(0.1, 1.5) = (0.4, 0.5)
+    seat_thickness_m: RealRange(0.01, 0.2) = (0.03, 0.05)
+    back_height_m: RealRange(0, 1.5) = (0.3, 0.5)
+    leg_radius_m: RealRange(0.005, 0.1) = (0.012, 0.02)
+
+
+class LowObstacle(_Strict):
+    """The ``low`` kind: a low box on the floor (a threshold, a cable guard, a step) that the robot
+    cannot climb and must see: each side from ``size_m``, height from ``height_m``."""
+
+    size_m: RealRange(0.05, 4) = (0.15, 0.8)
+    height_m: RealRange(0.01, 0.5) = (0.03, 0.12)
+
+
 class Obstacles(_Strict):
     """Obstacles drawn per scene: count, shape, size, pose and spacing all come from ranges.
 
@@ -148,6 +184,10 @@ class Obstacles(_Strict):
     yaw_deg: RealRange(-180, 180) = (-180.0, 180.0)
     min_gap_m: Union[Real(0, 10), RealRange(0, 10)] = 0.5
     start_clearance_m: Real(0, 10) = 0.8
+    overhead_margin_m: Real(0, 1) = Field(0.05, description="headroom the robot needs to pass under a top")
+    table: Table = Table()
+    chair: Chair = Chair()
+    low: LowObstacle = LowObstacle()
 
     @model_validator(mode="after")
     def _shapes(self) -> "Obstacles":
@@ -373,6 +413,17 @@ class Scenario(_Strict):
                 raise ValueError(f"start_pose.{axis}: {list(span)} lies outside the smallest arena "
                                  f"(±{half:g} m)")
         return self
+
+    def robot_top_m(self) -> float:
+        """Height of the robot's top, camera mast included (the highest camera the scenario draws)."""
+        mount = self.camera.mount_height_m
+        if self.randomization.camera_height_m is not None:
+            mount = max(mount, self.randomization.camera_height_m[1])
+        return max(ROBOT_GROUND_CLEARANCE_M + self.robot.height_m, mount + CAMERA_HOUSING_M)
+
+    def clear_height_m(self) -> float:
+        """How high an underside must be for the robot to pass beneath it."""
+        return self.robot_top_m() + self.obstacles.overhead_margin_m
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")

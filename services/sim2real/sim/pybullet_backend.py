@@ -37,6 +37,8 @@ WHEEL_TORQUE_NM = 2.0         # motor torque limit per wheel: ~0.05 s to reach 0
 WHEEL_FRICTION = 1.0
 CASTER_FRICTION = 0.02
 CONTACT_TOLERANCE_M = 1e-3    # a contact point closer than this counts as a collision
+MAST_RADIUS_M = 0.02          # the camera mast: a thin cylinder at the front edge up to the robot's top
+MAST_MASS_KG = 0.01
 
 _OBSTACLE_RGBA = (0.6, 0.6, 0.65, 1.0)
 _WALL_RGBA = (0.8, 0.75, 0.7, 1.0)
@@ -49,8 +51,30 @@ def _cylinder_inertia(mass: float, radius: float, length: float) -> tuple[float,
     return side, side, 0.5 * mass * radius**2
 
 
-def robot_urdf(robot: Robot) -> str:
-    """A differential-drive robot: cylinder body, two driven wheels, two low-friction casters.
+def _mast(robot: Robot, top_m: float | None) -> str:
+    """The camera mast link: from the body's top to ``top_m``, inside the body's footprint at its front."""
+    body_top = GROUND_CLEARANCE_M + robot.height_m
+    if top_m is None or top_m <= body_top + 1e-6:
+        return ""
+    radius, length = min(MAST_RADIUS_M, robot.radius_m / 4), top_m - body_top
+    z = body_top + length / 2 - robot.wheel_radius_m
+    mi = _cylinder_inertia(MAST_MASS_KG, radius, length)
+    geometry = f'<origin xyz="0 0 0"/><geometry><cylinder radius="{radius}" length="{length}"/></geometry>'
+    return f"""
+  <link name="mast">
+    <inertial><origin xyz="0 0 0"/><mass value="{MAST_MASS_KG}"/>
+      <inertia ixx="{mi[0]}" ixy="0" ixz="0" iyy="{mi[1]}" iyz="0" izz="{mi[2]}"/></inertial>
+    <visual>{geometry}</visual>
+    <collision>{geometry}</collision>
+  </link>
+  <joint name="mast_joint" type="fixed">
+    <parent link="base"/><child link="mast"/><origin xyz="{robot.radius_m - radius} 0 {z}"/>
+  </joint>"""
+
+
+def robot_urdf(robot: Robot, top_m: float | None = None) -> str:
+    """A differential-drive robot: cylinder body, two driven wheels, two low-friction casters, and a
+    camera mast up to ``top_m`` (``Scenario.robot_top_m()``) when that is above the body.
 
     The base frame sits on the wheel axle (``wheel_radius_m`` above the floor), centred on the
     body's axis; +x is forward, +y left.
@@ -100,6 +124,7 @@ def robot_urdf(robot: Robot) -> str:
     <visual><origin xyz="0 0 {body_z}"/><geometry><cylinder radius="{r}" length="{h}"/></geometry></visual>
     <collision><origin xyz="0 0 {body_z}"/><geometry><cylinder radius="{r}" length="{h}"/></geometry></collision>
   </link>{wheel("left_wheel", sep / 2)}{wheel("right_wheel", -sep / 2)}{caster("front_caster", caster_x)}{caster("rear_caster", -caster_x)}
+  {_mast(robot, top_m)}
 </robot>
 """
 
@@ -117,7 +142,7 @@ class PybulletBackend(SimBackend):
             raise RuntimeError("pybullet: could not start a DIRECT physics client")
         self._tmpdir = Path(tempfile.mkdtemp(prefix="sim2real-pybullet-"))
         self._urdf = self._tmpdir / "robot.urdf"
-        self._urdf.write_text(robot_urdf(scenario.robot), encoding="utf-8")
+        self._urdf.write_text(robot_urdf(scenario.robot, scenario.robot_top_m()), encoding="utf-8")
         self.world: World | None = None
         self.robot: int | None = None
         self.ground: int | None = None

@@ -183,7 +183,8 @@ def sample_world(scenario: Scenario, rng: np.random.Generator) -> World:
         size = (float(rng.uniform(*a.size_range_m[0])), float(rng.uniform(*a.size_range_m[1])))
     else:
         size = (float(a.size_m[0]), float(a.size_m[1]))
-    world = World(size, a.wall_height_m, a.wall_thickness_m, start_region=_start_region(scenario, size))
+    world = World(size, a.wall_height_m, a.wall_thickness_m, start_region=_start_region(scenario, size),
+                  clear_height=scenario.clear_height_m())
     partitions = _partitions(scenario, size, rng)
     world.obstacles.extend(partitions)
     gap = float(rng.uniform(*ob.min_gap_m)) if isinstance(ob.min_gap_m, tuple) else float(ob.min_gap_m)

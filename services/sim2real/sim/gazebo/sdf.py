@@ -31,6 +31,8 @@ CASTER_MASS_KG = 0.05
 WHEEL_FRICTION = 1.0
 CASTER_FRICTION = 0.02
 CAMERA_NEAR_M = 0.05
+MAST_RADIUS_M = 0.02
+MAST_MASS_KG = 0.01
 
 # Gazebo-side topics; bridge.py maps them to ROS 2 names.
 GZ_TOPICS = {
@@ -176,6 +178,26 @@ def robot_model(scenario: Scenario, start: Pose2D | None = None) -> ET.Element:
     contact = _sub(bumper, "contact")
     _sub(contact, "collision", "chassis_collision")
     _sub(contact, "topic", GZ_TOPICS["contacts"])
+
+    body_top = GROUND_CLEARANCE_M + h
+    top = scenario.robot_top_m()
+    if top > body_top + 1e-6:          # the camera mast, as in the PyBullet robot, with its own bumper
+        radius, length = min(MAST_RADIUS_M, r / 4), top - body_top
+        mast = _sub(model, "link", name="mast")
+        _sub(mast, "pose", _pose(x=r - radius, z=body_top + length / 2))
+        side_m = MAST_MASS_KG * (3 * radius**2 + length**2) / 12.0
+        _inertial(mast, MAST_MASS_KG, side_m, side_m, 0.5 * MAST_MASS_KG * radius**2)
+        _geometry(_sub(mast, "collision", name="mast_collision"), "cylinder", (radius, length))
+        _geometry(_sub(mast, "visual", name="mast_visual"), "cylinder", (radius, length))
+        joint = _sub(model, "joint", name="mast_joint", type="fixed")
+        _sub(joint, "parent", "chassis")
+        _sub(joint, "child", "mast")
+        bumper = _sub(mast, "sensor", name="mast_bumper", type="contact")
+        _sub(bumper, "always_on", "true")
+        _sub(bumper, "update_rate", 1.0 / PHYSICS_STEP_S)
+        contact = _sub(bumper, "contact")
+        _sub(contact, "collision", "mast_collision")
+        _sub(contact, "topic", GZ_TOPICS["contacts"])
 
     wi_side = WHEEL_MASS_KG * (3 * rw**2 + WHEEL_WIDTH_M**2) / 12.0
     for name, y in (("left_wheel", sep / 2), ("right_wheel", -sep / 2)):

@@ -21,7 +21,8 @@ def _kinds() -> dict[str, Kind]:
             continue
         module = importlib.import_module(f"sim2real.sim.kinds.{info.name}")
         for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, Kind) and value.name and value.__module__ == module.__name__:
+            own = isinstance(value, type) and value.__module__ == module.__name__
+            if own and issubclass(value, Kind) and value.name:
                 if value.name in found:
                     raise RuntimeError(f"obstacle kind '{value.name}' is defined twice")
                 found[value.name] = value()
