@@ -1,6 +1,6 @@
 """Every generated Gazebo world passes the real SDFormat checker (``ign sdf -k``, libsdformat).
 
-Worlds are drawn with every registered obstacle kind (and the arena's partitions), so a kind whose
+Worlds are drawn with every registered obstacle kind (the arena's partitions and people too), so a kind whose
 parts make an invalid model fails here. ``make test`` installs the checker
 (scripts/install-system-deps.sh); without it these tests skip.
 """
@@ -30,7 +30,7 @@ def sdf_check(path) -> subprocess.CompletedProcess:
 def every_kind_scenario(**extra) -> dict:
     return {"name": "every-kind", "arena": {"size_m": [9, 8], "partitions": {"count": [2, 2]}},
             "obstacles": {"count": [3 * len(kinds.names()), 3 * len(kinds.names())], "shapes": kinds.names(),
-                          "min_gap_m": 0.3}, **extra}
+                          "min_gap_m": 0.3, "people": {"count": [3, 3]}}, **extra}
 
 
 def test_worlds_with_every_kind_pass_the_sdformat_checker(tmp_path):
@@ -38,12 +38,12 @@ def test_worlds_with_every_kind_pass_the_sdformat_checker(tmp_path):
     drawn = set()
     for seed in range(3):
         world = sample_world(scenario, np.random.default_rng(seed))
-        drawn |= {o.kind_name for o in world.obstacles}
+        drawn |= {o.kind_name for o in world.obstacles + world.person_parts()}
         path = tmp_path / f"world_{seed}.sdf"
         path.write_text(world_sdf(scenario, world, Pose2D(0.0, 0.0, 0.3)))
         done = sdf_check(path)
         assert done.returncode == 0 and "Valid" in done.stdout, done.stdout + done.stderr
-    assert drawn == set(kinds.names()) | {"partition"}
+    assert drawn == set(kinds.names()) | {"partition", "person"}
 
 
 def test_the_checker_refuses_a_broken_world(tmp_path):

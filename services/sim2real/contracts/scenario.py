@@ -162,6 +162,27 @@ class LowObstacle(_Strict):
     height_m: RealRange(0.01, 0.5) = (0.03, 0.12)
 
 
+class People(_Strict):
+    """Moving obstacles ("people"): upright cylinders that walk, one control step at a time, during
+    evaluation (datagen sees them where they stand). ``pattern``: ``bounce`` walks straight lines
+    that bounce off walls and obstacles; ``waypoints`` walks to random free points, one after
+    another. Speed, radius and height are drawn per person. The expert decides from the current
+    snapshot and keeps each person's disc ``speed_mps[1] * expert_horizon_s`` wider (the most a
+    person can walk in that time), so its labels stay a function of what one frame shows.
+    """
+
+    count: IntRange(0, 30) = (0, 0)
+    speed_mps: RealRange(0, 3) = (0.3, 1.0)
+    radius_m: RealRange(0.05, 0.6) = (0.15, 0.25)
+    height_m: RealRange(0.3, 2.5) = (1.5, 1.9)
+    pattern: Literal["bounce", "waypoints"] = "bounce"
+    expert_horizon_s: Real(0, 5) = Field(1.0, description="the expert widens each person by max speed x this")
+
+    def margin_m(self) -> float:
+        """How much wider the expert keeps each person: the farthest one walks in the horizon."""
+        return self.speed_mps[1] * self.expert_horizon_s
+
+
 class Obstacles(_Strict):
     """Obstacles drawn per scene: count, shape, size, pose and spacing all come from ranges.
 
@@ -188,6 +209,7 @@ class Obstacles(_Strict):
     table: Table = Table()
     chair: Chair = Chair()
     low: LowObstacle = LowObstacle()
+    people: People = People()
 
     @model_validator(mode="after")
     def _shapes(self) -> "Obstacles":
@@ -403,6 +425,17 @@ class Scenario(_Strict):
                              f"min_gap_m {ob.min_gap_low():g}) need about {need:.1f} m² of floor, more than "
                              f"the {MAX_OBSTACLE_COVER * floor:.1f} m² of the smallest {sx:g} m x {sy:g} m arena; "
                              f"lower the count or the sizes, or enlarge the arena")
+        people = ob.people
+        if people.count[1]:
+            # Each person needs a disc as wide as the expert keeps it, plus room to walk around it.
+            disc = people.radius_m[1] + people.margin_m() + ob.min_gap_low() / 2
+            walkers = people.count[1] * math.pi * disc**2
+            if need + walkers > MAX_OBSTACLE_COVER * sx * sy:
+                raise ValueError(f"obstacles.people.count: {people.count[1]} people (radius up to "
+                                 f"{people.radius_m[1]:g} m, kept {people.margin_m():.2f} m wider by the expert) "
+                                 f"and the obstacles need about {need + walkers:.1f} m² of floor, more than the "
+                                 f"{MAX_OBSTACLE_COVER * sx * sy:.1f} m² of the smallest {sx:g} m x {sy:g} m arena; "
+                                 f"lower the count, the speed or expert_horizon_s, or enlarge the arena")
         return self
 
     @model_validator(mode="after")

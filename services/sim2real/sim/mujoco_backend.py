@@ -56,13 +56,14 @@ def _geom_xml(o: Obstacle, group: int = OBSTACLE_GROUP) -> str:
 
 
 def world_mjcf(world: World) -> str:
-    """The MJCF document of a World: a floor plane and every part of every obstacle as a static geom.
+    """The MJCF document of a World: a floor plane and every part of every obstacle (and every person,
+    where they stand) as a static geom.
 
     Obstacles are in geom group 0; the floor and the arena walls in group 3.
     """
     floor_x = world.arena_size[0] / 2 + 2 * world.wall_thickness
     floor_y = world.arena_size[1] / 2 + 2 * world.wall_thickness
-    geoms = [_geom_xml(o) for o in world.parts()] + [_geom_xml(o, ENVIRONMENT_GROUP) for o in world.walls()]
+    geoms = [_geom_xml(o) for o in world.parts() + world.person_parts()] + [_geom_xml(o, ENVIRONMENT_GROUP) for o in world.walls()]
     body = "\n    ".join(geoms)
     return (
         '<mujoco model="sim2real">\n'
@@ -124,7 +125,7 @@ class MujocoBackend(SimBackend):
         self._data = mujoco.MjData(self._model)
         mujoco.mj_kinematics(self._model, self._data)
         self._world = world
-        parts = world.parts()
+        parts = world.parts() + world.person_parts()
         self._corners = np.stack([_corners(o) for o in parts]) if parts else np.zeros((0, 8, 3))
 
     def _rays(self, rotation: np.ndarray, width: int, height: int,

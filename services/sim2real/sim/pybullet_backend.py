@@ -42,6 +42,7 @@ MAST_MASS_KG = 0.01
 
 _OBSTACLE_RGBA = (0.6, 0.6, 0.65, 1.0)
 _WALL_RGBA = (0.8, 0.75, 0.7, 1.0)
+_PERSON_RGBA = (0.85, 0.6, 0.3, 1.0)
 _FLOOR_RGBA = (0.4, 0.4, 0.4, 1.0)
 
 
@@ -147,6 +148,7 @@ class PybulletBackend(SimBackend):
         self.robot: int | None = None
         self.ground: int | None = None
         self.solids: list[int] = []
+        self.people: list[int] = []
         self._wheels: tuple[int, int] = (-1, -1)
         self._base_z = 0.0
         self._proj_cache: dict[tuple, list[float]] = {}
@@ -169,6 +171,7 @@ class PybulletBackend(SimBackend):
         p.changeDynamics(self.ground, -1, lateralFriction=1.0, physicsClientId=c)
         self.solids = ([self._add_solid(o, _OBSTACLE_RGBA) for o in world.parts()]
                        + [self._add_solid(o, _WALL_RGBA) for o in world.walls()])
+        self.people = [self._add_solid(o, _PERSON_RGBA) for o in world.person_parts()]
         self.robot = p.loadURDF(str(self._urdf), [0, 0, self.scenario.robot.wheel_radius_m],
                                 physicsClientId=c)
         joints = {p.getJointInfo(self.robot, j, physicsClientId=c)[1].decode(): j
@@ -195,6 +198,12 @@ class PybulletBackend(SimBackend):
             raise ValueError(f"pybullet backend: unknown obstacle shape '{o.shape}'")
         orn = p.getQuaternionFromEuler([0, 0, o.yaw])
         return p.createMultiBody(0, col, vis, [o.x, o.y, o.z0 + o.height / 2], orn, physicsClientId=c)
+
+    def move_people(self, world: World) -> None:
+        """Teleport each person's (static) body to where ``sim.people`` moved it; touching one is a contact."""
+        for body, part in zip(self.people, world.person_parts()):
+            p.resetBasePositionAndOrientation(body, [part.x, part.y, part.height / 2], [0, 0, 0, 1],
+                                              physicsClientId=self.client)
 
     # ------------------------------------------------------------------ robot
     def _need_robot(self) -> int:

@@ -20,6 +20,7 @@ __all__ = [
     "PRIMITIVES",
     "CameraSample",
     "Obstacle",
+    "Person",
     "Pose2D",
     "StartRegion",
     "World",
@@ -87,11 +88,30 @@ class StartRegion:
 
 
 @dataclass
+class Person:
+    """A moving obstacle (``obstacles.people``): an upright cylinder walking at ``speed`` along
+    ``heading`` (radians), or toward ``target`` (``waypoints``). ``sim.people`` places and moves it."""
+
+    x: float
+    y: float
+    radius: float
+    height: float
+    speed: float
+    heading: float
+    target: tuple[float, float] | None = None
+
+    def part(self, inflate: float = 0.0) -> Obstacle:
+        r = self.radius + inflate
+        return Obstacle("cylinder", self.x, self.y, 0.0, (r, r), self.height, "person")
+
+
+@dataclass
 class World:
     """A scene. ``obstacles`` are what was drawn (one per table, say); ``parts()`` their primitives.
 
     ``clear_height`` is how high an underside must be for the robot to pass beneath it (its top,
     camera mast included, plus ``obstacles.overhead_margin_m``); parts at or above it are not solids.
+    ``people`` move (``sim.people``); the expert keeps each one ``people_margin`` wider.
     """
 
     arena_size: tuple[float, float]
@@ -100,6 +120,10 @@ class World:
     obstacles: list[Obstacle] = field(default_factory=list)
     start_region: StartRegion | None = None
     clear_height: float = math.inf
+    people: list[Person] = field(default_factory=list)
+    people_margin: float = 0.0
+    people_pattern: str = "bounce"
+    people_rng: np.random.Generator | None = None
 
     def parts(self) -> list[Obstacle]:
         """Every primitive of every obstacle: what the backends build and the camera sees."""
@@ -117,9 +141,15 @@ class World:
             Obstacle("box", 0.0, -sy - t, 0.0, (sx + 2 * t, t), h),
         ]
 
+    def person_parts(self, inflate: float = 0.0) -> list[Obstacle]:
+        """The people where they stand now, as cylinders (``inflate`` wider)."""
+        return [person.part(inflate) for person in self.people]
+
     def solids(self) -> list[Obstacle]:
-        """What the robot's footprint can touch: the parts below ``clear_height``, and the arena walls."""
-        return [part for part in self.parts() if part.z0 < self.clear_height] + self.walls()
+        """What the robot's footprint can touch: the parts below ``clear_height``, the arena walls, and
+        the people, ``people_margin`` wider."""
+        return ([part for part in self.parts() if part.z0 < self.clear_height] + self.walls()
+                + self.person_parts(self.people_margin))
 
     def clearance(self, x: float, y: float) -> float:
         """Distance from a point to the nearest obstacle surface or wall (negative inside one)."""
@@ -203,6 +233,10 @@ def sample_world(scenario: Scenario, rng: np.random.Generator) -> World:
                                         for w in partitions):
             placed.append(candidate)
     world.obstacles.extend(placed)
+    if scenario.obstacles.people.count[1] > 0:
+        from sim2real.sim.people import place_people
+
+        place_people(scenario, world, rng)
     return world
 
 

@@ -46,6 +46,7 @@ GZ_TOPICS = {
 
 _OBSTACLE_RGBA = "0.6 0.6 0.65 1"
 _WALL_RGBA = "0.8 0.75 0.7 1"
+_PERSON_RGBA = "0.85 0.6 0.3 1"
 _FLOOR_RGBA = "0.4 0.4 0.4 1"
 
 
@@ -286,6 +287,8 @@ def world_element(scenario: Scenario, world: World, start: Pose2D | None = None,
         w.append(solid_model(f"wall_{k}", wall, _WALL_RGBA))
     for k, obstacle in enumerate(world.obstacles):
         w.append(solid_model(f"obstacle_{k}", obstacle))
+    for k, person in enumerate(world.person_parts()):     # where they stand; the backend cannot move them
+        w.append(solid_model(f"person_{k}", person, _PERSON_RGBA))
     w.append(robot_model(scenario, start))
     return sdf
 

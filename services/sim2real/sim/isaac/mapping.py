@@ -141,6 +141,7 @@ def scene_description(scenario: Scenario, world: World) -> SceneDescription:
         label = kind.semantic_class(o)
         prims += [obstacle_prim(f"{ROOT}/obstacle_{k}" if len(parts) == 1 else f"{ROOT}/obstacle_{k}_{j}", part, label)
                   for j, part in enumerate(parts)]
+    prims += [obstacle_prim(f"{ROOT}/person_{k}", part, "person") for k, part in enumerate(world.person_parts())]
     return SceneDescription(1.0, "Z", tuple(prims), DEPTH_ANNOTATOR)
 
 
