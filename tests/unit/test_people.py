@@ -105,8 +105,8 @@ def test_people_move_in_pybullet_and_touching_one_is_a_collision():
 
 def test_evaluation_moves_people_every_step_and_records_their_walks():
     pytest.importorskip("pybullet")
-    from sim2real.eval.policies import make_policy
     from sim2real.eval.evaluate import run_episode
+    from sim2real.eval.policies import make_policy
     from sim2real.sim import registry
 
     sc = scenario(count=[2, 2])

@@ -63,7 +63,8 @@ def world_mjcf(world: World) -> str:
     """
     floor_x = world.arena_size[0] / 2 + 2 * world.wall_thickness
     floor_y = world.arena_size[1] / 2 + 2 * world.wall_thickness
-    geoms = [_geom_xml(o) for o in world.parts() + world.person_parts()] + [_geom_xml(o, ENVIRONMENT_GROUP) for o in world.walls()]
+    geoms = ([_geom_xml(o) for o in world.parts() + world.person_parts()]
+             + [_geom_xml(o, ENVIRONMENT_GROUP) for o in world.walls()])
     body = "\n    ".join(geoms)
     return (
         '<mujoco model="sim2real">\n'
