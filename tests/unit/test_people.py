@@ -58,6 +58,18 @@ def test_a_person_bounces_off_a_wall():
     assert p.x <= 1.8 + 1e-9 and abs(abs(p.heading) - math.pi) < 1e-6     # turned back off the x = 2 wall
 
 
+@pytest.mark.parametrize("pattern", ["bounce", "waypoints"])
+def test_people_yield_to_the_robot(pattern):
+    """Walking straight at a standing robot, a person stops short of it instead of walking into it."""
+    world = World((8.0, 8.0), 0.6, 0.1, [], people=[Person(2.0, 0.0, 0.2, 1.7, 1.0, math.pi, (-3.0, 0.0))],
+                  people_pattern=pattern, people_rng=np.random.default_rng(0))
+    for _ in range(60):
+        step_people(world, 0.1, robot=(0.0, 0.0, 0.18))
+        p = world.people[0]
+        assert math.hypot(p.x, p.y) >= 0.2 + 0.18
+    assert world.people[0].x != 2.0                       # it walked, then turned away
+
+
 def test_the_same_seed_walks_the_same_people():
     sc = scenario("waypoints")
     worlds = [sample_world(sc, np.random.default_rng(9)) for _ in range(2)]

@@ -158,7 +158,7 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
         if k in keep:
             frames.append(frame(k, depth, twist))
         if world.people:          # people walk one control step while the robot carries out its command
-            step_people(world, dt)
+            step_people(world, dt, (pose.x, pose.y, robot.radius_m))
             backend.move_people(world)
             for walk, person in zip(walks, world.people):
                 walk.append((person.x, person.y))

@@ -8,7 +8,9 @@ without people draw exactly as before). ``step_people`` moves every person by on
   the surface's normal (a billiard bounce); if that is blocked too, the person turns round.
 - ``waypoints``: toward a random free point; on arrival, or when blocked, a new point is drawn.
 
-People pass through each other (they are not in each other's way) and never react to the robot.
+People pass through each other (they are not in each other's way). They yield to the robot: a
+person whose next step would come within ``YIELD_GAP_M`` of it stays put and turns round
+(``bounce``) or picks a new point (``waypoints``), so touching a person is the robot's doing.
 Their random draws come from the world's own generator, seeded when the world is sampled, so a
 policy and the expert meet the same people on the same episode seed.
 """
@@ -27,6 +29,7 @@ from sim2real.sim.world import Person, World
 PLACE_TRIES = 50          # candidate positions per person when placing; what does not fit is left out
 WAYPOINT_TRIES = 100
 _EPS = 0.01               # finite-difference step for a surface normal
+YIELD_GAP_M = 0.05        # how close a person lets its next step come to the robot
 
 
 def _static(world: World) -> World:
@@ -81,8 +84,9 @@ def _normal(static: World, x: float, y: float) -> np.ndarray:
     return n / norm if norm > 0 else np.zeros(2)
 
 
-def step_people(world: World, dt: float) -> None:
-    """Move every person of ``world`` by ``dt`` seconds (in place)."""
+def step_people(world: World, dt: float, robot: tuple[float, float, float] | None = None) -> None:
+    """Move every person of ``world`` by ``dt`` seconds (in place), yielding to ``robot``
+    (``(x, y, radius)``, where it stands now) when given."""
     if not world.people:
         return
     static = _static(world)
@@ -96,6 +100,12 @@ def step_people(world: World, dt: float) -> None:
                     continue
             p.heading = math.atan2(p.target[1] - p.y, p.target[0] - p.x)
         nx, ny = p.x + step * math.cos(p.heading), p.y + step * math.sin(p.heading)
+        if robot is not None and math.hypot(nx - robot[0], ny - robot[1]) < p.radius + robot[2] + YIELD_GAP_M:
+            if world.people_pattern == "waypoints":
+                p.target = None
+            else:
+                p.heading = math.atan2(-math.sin(p.heading), -math.cos(p.heading))
+            continue
         if _distance(static, nx, ny) >= p.radius:
             p.x, p.y = nx, ny
             continue
