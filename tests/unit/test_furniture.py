@@ -175,6 +175,8 @@ def test_isaac_and_gazebo_build_every_part_at_its_height():
     assert [p.type for p in prims] == ["Cylinder"] * 4 + ["Cube"]
     assert {p.semantic_class for p in prims} == {"table"}
     assert prims[4].translate[2] == pytest.approx(0.68) and prims[0].translate[2] == pytest.approx(0.33)
+    listed = {r["key"] for r in mapping.randomizers(sc)}
+    assert {"obstacles.table.height_m", "obstacles.chair.seat_height_m", "obstacles.low.height_m"} <= listed
     root = ET.fromstring(world_sdf(sc, world, Pose2D(-1.0, 0.0, 0.0)))
     links = root.findall("./world/model[@name='obstacle_0']/link")
     assert len(links) == 5

@@ -136,6 +136,21 @@ def test_evaluation_moves_people_every_step_and_records_their_walks():
     assert png.startswith(b"\x89PNG")
 
 
+def test_people_are_built_by_the_isaac_mapping_and_the_sdf_world():
+    import xml.etree.ElementTree as ET
+
+    from sim2real.sim.gazebo.sdf import world_sdf
+    from sim2real.sim.isaac import mapping
+
+    sc = scenario()
+    world = sample_world(sc, np.random.default_rng(2))
+    prims = [p for p in mapping.scene_description(sc, world).prims if "/person_" in p.path]
+    assert [(p.translate[0], p.attributes["radius"]) for p in prims] == [(p.x, p.radius) for p in world.people]
+    assert "obstacles.people.speed_mps" in {r["key"] for r in mapping.randomizers(sc)}
+    root = ET.fromstring(world_sdf(sc, world))
+    assert len(root.findall("./world/model[@name='person_0']")) == 1
+
+
 def test_gazebo_refuses_people_by_key():
     from sim2real.sim.base import UnsupportedScenario
     from sim2real.sim.gazebo.backend import GazeboBackend

@@ -209,6 +209,11 @@ def randomizers(scenario: Scenario) -> list[dict]:
     if a.partitions.count[1] > 0:
         out.append({"key": "arena.partitions.count", "range": list(a.partitions.count), "stage": "scene",
                     "target": f"{ROOT}/obstacle_* (semantic class 'partition')"})
+    people = ob.people
+    if people.count[1] > 0:      # placed where they stand per world (datagen does not move them)
+        for key in ("count", "radius_m", "height_m", "speed_mps"):
+            out.append({"key": f"obstacles.people.{key}", "range": list(getattr(people, key)), "stage": "scene",
+                        "target": f"{ROOT}/person_* (Cylinder radius, height, xformOp:translate)"})
     out.append({"key": "start_pose", "range": {"x_m": sp.x_m, "y_m": sp.y_m, "yaw_deg": list(sp.yaw_deg)},
                 "stage": "camera", "target": f"{CAMERA_PATH} xformOp:transform"})
     camera_targets = {
