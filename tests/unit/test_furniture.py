@@ -186,3 +186,20 @@ def test_isaac_and_gazebo_build_every_part_at_its_height():
     assert mast.find("sensor[@type='contact']/contact/collision").text == "mast_collision"
     assert float(mast.find("collision/geometry/cylinder/length").text) == pytest.approx(
         sc.robot_top_m() - 0.01 - sc.robot.height_m)
+
+
+def test_the_report_draws_each_kind_from_the_episode_record(monkeypatch):
+    """Every obstacle is drawn by its kind: a table's four legs filled, its top dashed."""
+    from matplotlib.axes import Axes
+
+    from sim2real.eval.report import trajectory_figure
+
+    patches = []
+    monkeypatch.setattr(Axes, "add_patch", lambda self, patch: patches.append(patch) or patch)
+    record = {"index": 0, "success": True, "collided": False, "progress_m": 1.0, "trajectory": [[0, 0], [1, 0]],
+              "collision_point": None, "arena_size_m": [8, 8],
+              "obstacles": [table(1.0, 0.7).record(), Obstacle("cylinder", -1, 1, 0, (0.2, 0.2), 0.5).record()]}
+    assert trajectory_figure({"per_episode": [record], "success_rate": 1.0}).startswith(b"\x89PNG")
+    dashed = [p for p in patches if p.get_linestyle() == "--"]
+    filled = [p for p in patches if p.get_linestyle() != "--" and p.get_facecolor()[3] > 0]
+    assert len(dashed) == 1 and len(filled) >= 5          # the top; four legs and the cylinder
