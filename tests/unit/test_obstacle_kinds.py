@@ -82,3 +82,25 @@ def test_records_round_trip_through_the_evaluation_json():
     o = Obstacle("box", 1.0, -2.0, 0.5, (0.3, 0.1), 0.7, "wall", 0.2, (0.05,))
     assert Obstacle.from_record(o.record()) == o
     assert kinds.of(Obstacle("cylinder", 0, 0, 0, (0.1, 0.1), 1.0)).name == "cylinder"
+
+
+def test_scenarios_load_and_worlds_sample_without_any_simulator_or_plotting_library():
+    """The kinds the schema checks against are numpy only: no MuJoCo, PyBullet, matplotlib or torch."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {'mujoco', 'pybullet', 'matplotlib', 'torch', 'rclpy'}:
+            raise ImportError(f'blocked: {name}')
+sys.meta_path.insert(0, Block())
+import numpy as np
+from sim2real.contracts.scenario import load_scenario
+from sim2real.sim.world import sample_world
+world = sample_world(load_scenario('default'), np.random.default_rng(0))
+print(len(world.parts()))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0 and int(done.stdout) > 0, done.stderr
