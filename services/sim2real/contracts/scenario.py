@@ -46,6 +46,9 @@ MAX_OBSTACLE_COVER = 1.0
 # A gated evaluation (--min-success) needs episodes of at least this many control steps.
 MIN_GATE_STEPS = 10
 MAX_FILE_BYTES = 1 << 20          # a scenario file is a page of YAML, never megabytes
+# libyaml where present: linear in the nesting depth and bounded by it (pure-Python PyYAML takes
+# seconds on a few thousand nested brackets before giving up).
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # The robot's 3D footprint is a vertical cylinder of robot.radius_m from the floor to its top: the
 # body (ROBOT_GROUND_CLEARANCE_M + robot.height_m) or the camera mast, which ends CAMERA_HOUSING_M
 # above the highest camera mount, whichever is higher (Scenario.robot_top_m).
@@ -606,7 +609,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         if size > MAX_FILE_BYTES:
             raise ScenarioError(f"scenario {path}: {size} bytes is larger than a scenario can be "
                                 f"({MAX_FILE_BYTES} bytes)")
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
     except FileNotFoundError:
         raise ScenarioError(f"scenario file not found: {path}") from None
     except IsADirectoryError:
