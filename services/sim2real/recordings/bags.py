@@ -102,9 +102,10 @@ class Recording:
         self.camera_infos = []
         if self.topics.camera_info:
             info_connections = self._connections(self.topics.camera_info, (CAMERA_INFO_TYPE,), "CameraInfo",
-                                                 required=need_camera_info)
-            self.camera_infos = [(t, self.reader.deserialize(raw, c.msgtype))
-                           for c, t, raw in self.reader.messages(connections=info_connections)]
+                                                 required=False)
+            self.camera_infos = [(t, self.reader.deserialize(raw, c.msgtype))   # (no connections: every message)
+                                 for c, t, raw in self.reader.messages(connections=info_connections)
+                                 ] if info_connections else []
         if need_camera_info and not self.camera_infos:
             raise BagError(f"{self.path} holds no CameraInfo on '{self.topics.camera_info}': the images cannot be "
                            f"mapped onto the model's field of view (give --intrinsics W,H,FX,FY,CX,CY, or "
