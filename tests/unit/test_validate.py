@@ -13,8 +13,18 @@ from dataclasses import fields
 
 import numpy as np
 import pytest
-from helpers_bags import (CMD_TOPIC, IMAGE, INFO_TOPIC, TWIST_STAMPED, Message, Segment, drive, image_msg,
-                          write_bag, write_drive)
+from helpers_bags import (
+    CMD_TOPIC,
+    IMAGE,
+    INFO_TOPIC,
+    TWIST_STAMPED,
+    Message,
+    Segment,
+    drive,
+    image_msg,
+    write_bag,
+    write_drive,
+)
 from helpers_models import EXPECTED_ACTION, depth_scene, tiny_model
 from sim2real.cli import build_parser, main
 from sim2real.contracts.actions import ACTIONS
@@ -97,7 +107,7 @@ def test_the_reaction_lag_decides_the_labels(tmp_path, model, capsys):
     out = tmp_path / "v.json"
     assert run([bag, "--model", model, "--json", out, "--lag", 0], capsys)[0] == 0
     result = json.loads(out.read_text())["models"][0]
-    agreement, unsafe, matrix = expected_figures(frames, shift=3)
+    agreement, _, matrix = expected_figures(frames, shift=3)
     assert agreement < 80 / 90
     assert result["agreement"]["value"] == round(agreement, 4) and result["confusion"]["matrix"] == matrix.tolist()
     # a command older than --max-age labels nothing: the driver publishes every 0.05 s, so 0.33 s after
@@ -121,14 +131,14 @@ def test_stamped_commands_sqlite_and_excluded_ranges(tmp_path, model, capsys):
 
 
 def test_paired_comparison_on_the_same_frames(tmp_path, model, eager, capsys):
-    bag_a, frames = write_drive(tmp_path / "a", DRIVE[:3])
+    bag_a, _ = write_drive(tmp_path / "a", DRIVE[:3])
     bag_b, _ = write_drive(tmp_path / "b", DRIVE[3:], storage="sqlite3")
     out = tmp_path / "v.json"
     code, stdout, _ = run([bag_a, bag_b, "--model", model, "--baseline", eager, "--json", out, "--block", 1],
                           capsys)
     assert code == 0
     result = json.loads(out.read_text())
-    a, b = result["models"]
+    b = result["models"][1]
     # the eager model drives into every obstacle: it agrees only where the driver went forward
     assert b["confusion"]["matrix"] == [[50, 0, 0, 0], [25, 0, 0, 0], [15, 0, 0, 0], [10, 0, 0, 0]]
     assert b["agreement"]["value"] == round(50 / 90, 4) and b["unsafe_rate"]["value"] == 0.5
