@@ -2,8 +2,8 @@
 
 A verb's settings are written once, as a frozen dataclass of :func:`option` fields; its
 argparse flags (:func:`add_arguments`), the settings read back from parsed flags
-(:func:`from_namespace`) and their JSON form (:func:`to_dict`, for results, job messages and
-compose variables) are all derived from it, so they cannot drift apart.
+(:func:`from_namespace`) and their JSON form (:func:`to_dict` and back :func:`from_dict`, for
+results, job messages and compose variables) are all derived from it, so they cannot drift apart.
 
     @dataclass(frozen=True)
     class Settings:
@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, field, fields
 from typing import Any
-
-_BOOL_TEXT = {"True", "False"}
 
 
 def option(default: Any, help: str, *, flag: str | None = None, positional: bool = False,
@@ -96,3 +94,15 @@ def from_namespace(cls: type, args: argparse.Namespace, **extra: Any) -> Any:
 def to_dict(settings: Any) -> dict:
     """The settings as JSON-ready values (tuples become lists)."""
     return {f.name: list(v) if isinstance(v := getattr(settings, f.name), tuple) else v for f in fields(settings)}
+
+
+def from_dict(cls: type, data: dict) -> Any:
+    """The settings ``cls`` from their JSON form; an unknown key is an error that names it."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__} must be a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}")
+    return cls(**{k: tuple(v) if isinstance(known[k].default, tuple) and isinstance(v, list) else v
+                  for k, v in data.items()})

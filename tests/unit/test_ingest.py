@@ -6,12 +6,24 @@ import json
 
 import numpy as np
 import pytest
-from helpers_bags import IMAGE, Message, Segment, drive, image_msg, write_bag, write_drive
+from helpers_bags import (
+    IMAGE,
+    Message,
+    Segment,
+    drive,
+    image_msg,
+    write_bag,
+    write_drive,
+)
 from helpers_models import depth_scene
 from sim2real.cli import main
 from sim2real.contracts.camera import CameraContract, Intrinsics
 from sim2real.contracts.dataset import Dataset, image_of
-from sim2real.contracts.preprocessing import PreprocessSpec, depth_from_millimetres, preprocess
+from sim2real.contracts.preprocessing import (
+    PreprocessSpec,
+    depth_from_millimetres,
+    preprocess,
+)
 from sim2real.recordings import ingest as ingest_module
 from sim2real.recordings.bags import bag_sha256
 from sim2real.recordings.ingest import bin_intrinsics
@@ -129,7 +141,7 @@ def test_bad_input_leaves_nothing_behind(tmp_path, bags, capsys):
 def test_intrinsics_flag_replaces_camera_info(tmp_path, capsys):
     bag = write_bag(tmp_path / "no_info", drive(A, camera_info=False)[0])
     out = tmp_path / "data"
-    code, stdout, err = run([bag, "--out", out, "--intrinsics", "64,48,33.7,33.7,31.5,23.5"], capsys)
+    code, _, err = run([bag, "--out", out, "--intrinsics", "64,48,33.7,33.7,31.5,23.5"], capsys)
     assert code == 0, err
     _, _, cameras = Dataset(out).load()
     assert cameras[0].tolist() == [64, 48, 33.7, 33.7, 31.5, 23.5]

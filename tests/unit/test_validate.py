@@ -165,6 +165,11 @@ def test_gate_exit_codes(tmp_path, model, capsys):
     assert code == 1 and "unsafe rate 0.100" in err
     assert run([bag, "--model", model, "--min-agreement", 0.85, "--max-unsafe", 0.1], capsys)[0] == 0
     assert run([bag, "--model", model, "--min-agreement", 1.5], capsys)[0] == 2
+    report = tmp_path / "few.html"
+    assert run([bag, "--model", model, "--report", report, "--thumbnails", 5, "--block", 100], capsys)[0] == 0
+    page = report.read_text()
+    assert "5 shown of 20" in page and page.count("data:image/png;base64,") == 5
+    assert "fewer than 10 blocks (1): the intervals are rough" in page
 
 
 def _bad(tmp_path, messages, name="bad"):
@@ -243,3 +248,9 @@ def test_flags_are_derived_from_the_settings_object(tmp_path, model, capsys):
     assert recorded == {**to_dict(ValidateSettings(bags=(str(bag),), model=(str(model),), json=str(out))),
                         "no_progress": False}
     assert list(ACTIONS) == json.loads(out.read_text())["models"][0]["confusion"]["columns (model)"][:3]
+    from sim2real.settings import from_dict
+
+    assert from_dict(ValidateSettings, recorded) == ValidateSettings(bags=(str(bag),), model=(str(model),),
+                                                                     json=str(out))
+    with pytest.raises(ValueError, match="unknown ValidateSettings key"):
+        from_dict(ValidateSettings, {**recorded, "lag": 1})

@@ -94,8 +94,8 @@ def bin_millimetres(depth_mm: np.ndarray, factor: int) -> np.ndarray:
         return depth_mm
     h, w = depth_mm.shape[0] // factor, depth_mm.shape[1] // factor
     blocks = depth_mm[:h * factor, :w * factor].reshape(h, factor, w, factor)
-    returns = (blocks > 0).sum(axis=(1, 3))
-    total = blocks.sum(axis=(1, 3), dtype=np.float64)
+    returns = (blocks > 0).sum(axis=3, dtype=np.int32).sum(axis=1)      # one axis at a time: far faster
+    total = blocks.sum(axis=3, dtype=np.int64).sum(axis=1)
     mean = np.rint(total / np.maximum(returns, 1))
     return np.where(2 * returns >= factor * factor, mean, 0).astype(np.uint16)
 
@@ -269,17 +269,18 @@ def ingest(settings: IngestSettings) -> dict:
         write_json_atomic(out / MANIFEST, manifest)
         (out / PROGRESS).unlink(missing_ok=True)
     except (BagError, ValueError, OSError) as exc:
-        _undo(out, done, kept_before, created, bad_input=isinstance(exc, ValueError))
+        _undo(out, key, done, kept_before, created, bad_input=isinstance(exc, ValueError))
         raise
     except BaseException:
-        _undo(out, done, kept_before, created, bad_input=False)
+        _undo(out, key, done, kept_before, created, bad_input=False)
         raise
     return manifest
 
 
-def _undo(out: Path, done: dict[int, dict], kept_before: set[int], created: bool, bad_input: bool) -> None:
+def _undo(out: Path, key: dict, done: dict[int, dict], kept_before: set[int], created: bool,
+          bad_input: bool) -> None:
     """After a failure: bad input removes what this run wrote; an interruption keeps finished shards."""
-    from sim2real.datagen.generate import PROGRESS, _remove_temp_files
+    from sim2real.datagen.generate import PROGRESS, _remove_temp_files, _write_progress
 
     _remove_temp_files(out)
     if not bad_input and done:
@@ -287,7 +288,10 @@ def _undo(out: Path, done: dict[int, dict], kept_before: set[int], created: bool
     for index, shard in list(done.items()):
         if index not in kept_before:
             (out / shard["file"]).unlink(missing_ok=True)
-    if not kept_before:
+            del done[index]
+    if kept_before:
+        _write_progress(out, key, done)
+    else:
         (out / PROGRESS).unlink(missing_ok=True)
         if created:
             with contextlib.suppress(OSError):

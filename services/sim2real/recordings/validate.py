@@ -258,9 +258,10 @@ def _thumbnail(msg) -> np.ndarray:
     return np.asarray(depth[::step, ::step], np.float16)
 
 
-def _interval(values: np.ndarray) -> list[float] | None:
+def _interval(values: np.ndarray, blocks: int) -> list[float] | None:
+    """The 2.5-97.5 percentile range of the bootstrap draws (None from fewer than 2 blocks)."""
     finite = values[np.isfinite(values)]
-    if not finite.size:
+    if not finite.size or blocks < 2:
         return None
     lo, hi = np.percentile(finite, (2.5, 97.5))
     return [round(float(lo), 4), round(float(hi), 4)]
@@ -296,10 +297,10 @@ def _bootstrap(block: np.ndarray, frames: _Frames, n_models: int, settings: Vali
             draw = {"agreement": (weights @ agree) / draws_moving, "unsafe_rate": (weights @ unsafe) / draws_labelled}
             draws.append(draw)
             figures.append({
-                "agreement": {"value": _ratio(agree.sum(), n_moving.sum()), "ci95": _interval(draw["agreement"]),
+                "agreement": {"value": _ratio(agree.sum(), n_moving.sum()), "ci95": _interval(draw["agreement"], len(blocks)),
                               "frames": int(n_moving.sum()), "agreeing": int(agree.sum())},
                 "unsafe_rate": {"value": _ratio(unsafe.sum(), n_labelled.sum()),
-                                "ci95": _interval(draw["unsafe_rate"]), "frames": int(n_labelled.sum()),
+                                "ci95": _interval(draw["unsafe_rate"], len(blocks)), "frames": int(n_labelled.sum()),
                                 "unsafe": int(unsafe.sum())}})
     result = {"figures": figures, "blocks": len(blocks), "moving_frames": int(moving.sum())}
     if n_models == 2:
@@ -313,7 +314,7 @@ def _bootstrap(block: np.ndarray, frames: _Frames, n_models: int, settings: Vali
             a, b = figures[0][name]["value"], figures[1][name]["value"]
             comparison[f"{name}_difference"] = {
                 "value": None if a is None or b is None else round(a - b, 4),
-                "ci95": _interval(draws[0][name] - draws[1][name])}
+                "ci95": _interval(draws[0][name] - draws[1][name], len(blocks))}
         result["comparison"] = comparison
     return result
 
@@ -421,7 +422,7 @@ def validate(settings: ValidateSettings) -> dict:
         "models": results,
         "bootstrap": {"method": "non-overlapping block bootstrap, percentile interval", "block_s": settings.block_s,
                       "blocks": stats["blocks"], "resamples": settings.resamples, "seed": settings.seed,
-                      **({"note": f"only {stats['blocks']} blocks: the intervals are rough"}
+                      **({"note": f"fewer than {MIN_BLOCKS} blocks ({stats['blocks']}): the intervals are rough"}
                          if stats["blocks"] < MIN_BLOCKS else {})},
         "settings": _settings_dict(settings),
         "machine": machine_label(),
