@@ -146,3 +146,18 @@ def test_intrinsics_flag_replaces_camera_info(tmp_path, capsys):
     _, _, cameras = Dataset(out).load()
     assert cameras[0].tolist() == [64, 48, 33.7, 33.7, 31.5, 23.5]
     assert CameraContract.for_camera(224, 126, 87.0).hfov_deg == Dataset(out).camera_contract().hfov_deg
+
+
+def test_ingest_flags_are_derived_from_its_settings_object():
+    from dataclasses import fields
+
+    from sim2real.cli import build_parser
+    from sim2real.recordings.ingest import IngestSettings
+    from sim2real.settings import from_namespace
+
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if a.dest == "verb")
+    assert {a.dest for a in verbs.choices["ingest"]._actions} - {"help"} == {f.name for f in fields(IngestSettings)}
+    args = parser.parse_args(["ingest", "a", "--out", "d", "--exclude", "a@1:2", "--max-width", "320", "--resume"])
+    assert from_namespace(IngestSettings, args) == IngestSettings(bags=("a",), out="d", exclude=("a@1:2",),
+                                                                  max_width=320, resume=True)
