@@ -254,3 +254,49 @@ def test_flags_are_derived_from_the_settings_object(tmp_path, model, capsys):
                                                                      json=str(out))
     with pytest.raises(ValueError, match="unknown ValidateSettings key"):
         from_dict(ValidateSettings, {**recorded, "lag": 1})
+
+
+def lopsided_model(folder):
+    """The tiny network with a bias toward LEFT and without the mirror wrapping: an open view gives
+    LEFT, and so does its mirror image (whose mirrored command would be RIGHT)."""
+    import onnx
+    from helpers_models import tiny_contract, tiny_network
+    from onnx import numpy_helper
+    from sim2real.contracts import model_contract
+    from sim2real.contracts.manifest import new_manifest, write_manifest
+    from sim2real.export.equivariance import embed_contract
+
+    spec, camera = tiny_contract()
+    network = tiny_network(spec.width, spec.height)
+    (bias,) = [init for init in network.graph.initializer if init.name == "b"]
+    bias.CopyFrom(numpy_helper.from_array(np.array([-1.0, 0.7, 0.0], np.float32), "b"))
+    contract = model_contract.build(spec, camera, "input", "logits")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "lopsided.onnx"
+    onnx.save(embed_contract(network, contract), str(path))
+    write_manifest(path, new_manifest("onnx-model", precision="fp32",
+                                      **{block: contract[block] for block in model_contract.BLOCKS}))
+    return path
+
+
+def test_mirror_consistency_finds_a_model_that_is_not_mirror_equivariant(tmp_path, capsys):
+    bag, _ = write_drive(tmp_path / "drive", [Segment("open", "forward", 20), Segment("obstacle_left", "right", 10)])
+    out = tmp_path / "v.json"
+    assert run([bag, "--model", lopsided_model(tmp_path / "m"), "--json", out], capsys)[0] == 0
+    model = json.loads(out.read_text())["models"][0]
+    assert model["confusion"]["matrix"][0] == [0, 20, 0, 0]          # it turns left in the open
+    assert model["mirror_consistency"] == {"value": round(10 / 30, 4), "frames": 30, "left_right_ties": 0}
+
+
+def test_block_intervals_are_wider_than_frames_counted_as_independent(tmp_path, model, capsys):
+    """The disagreements come in two stretches of a second: blocks of 2 s see that, blocks of one
+    frame (the frames as independent draws) give a far narrower interval around the same value."""
+    bag, _ = write_drive(tmp_path / "drive", DRIVE)
+    widths = {}
+    for block in (0.1, 2.0):
+        out = tmp_path / f"v{block}.json"
+        assert run([bag, "--model", model, "--json", out, "--block", block], capsys)[0] == 0
+        agreement = json.loads(out.read_text())["models"][0]["agreement"]
+        assert agreement["value"] == round(80 / 90, 4)
+        widths[block] = agreement["ci95"][1] - agreement["ci95"][0]
+    assert widths[2.0] > 1.5 * widths[0.1], widths
