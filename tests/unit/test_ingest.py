@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -131,6 +132,10 @@ def test_bad_input_leaves_nothing_behind(tmp_path, bags, capsys):
                                                                          depth_scene("open", 48, 64)))
     backwards = write_bag(tmp_path / "backwards", messages)
     refused([bags[0], backwards, "--shard-size", 10], "go back in time at image 30")
+    refused([bags[0], bags[0]], "a recording is given twice")
+    copy = tmp_path / "copy"
+    shutil.copytree(bags[0], copy)
+    refused([bags[0], copy], "is a copy of")
     busy = tmp_path / "data"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")

@@ -189,6 +189,9 @@ def ingest(settings: IngestSettings) -> dict:
                 b = bin_intrinsics(c, bin_factor(c.width, max_width))
                 shape = (max(shape[0], b.height), max(shape[1], b.width))
         shas.append(bag_sha256(Path(path)))
+        if shas[-1] in shas[:-1]:
+            raise BagError(f"{path} is a copy of {settings.bags[shas.index(shas[-1])]} (same sha256): its frames "
+                           f"would be in the dataset twice")
     key = {"recordings": shas, "scenario_sha256": spec_scenario.sha256(), "max_width": max_width,
            "shard_size": settings.shard_size, "labelling": {k: v for k, v in to_dict(settings).items() if k not in
                                                             ("bags", "out", "resume", "no_progress", "scenario")},
@@ -254,7 +257,7 @@ def ingest(settings: IngestSettings) -> dict:
         per_class = np.sum([done[i]["per_class"] for i in order], axis=0)
         manifest = new_manifest(
             "dataset",
-            inputs={"scenario": spec_scenario.sha256(), **{f"recording {r['name']}": r["sha256"] for r in recordings}},
+            inputs={"scenario": spec_scenario.sha256(), **_recording_inputs(recordings)},
             format_version=FORMAT_VERSION, count=int(total),
             per_class={name: int(n) for name, n in zip(ACTIONS, per_class)},
             shards=[{"file": done[i]["file"], "count": done[i]["count"], "sha256": done[i]["sha256"],
@@ -275,6 +278,18 @@ def ingest(settings: IngestSettings) -> dict:
         _undo(out, key, done, kept_before, created, bad_input=False)
         raise
     return manifest
+
+
+def _recording_inputs(recordings: list[dict]) -> dict[str, str]:
+    """``recording NAME`` → sha256 for the manifest's inputs (``NAME #2`` for a second bag of that name)."""
+    inputs: dict[str, str] = {}
+    for r in recordings:
+        key, n = f"recording {r['name']}", 1
+        while key in inputs:
+            n += 1
+            key = f"recording {r['name']} #{n}"
+        inputs[key] = r["sha256"]
+    return inputs
 
 
 def _undo(out: Path, key: dict, done: dict[int, dict], kept_before: set[int], created: bool,

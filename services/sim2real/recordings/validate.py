@@ -105,6 +105,9 @@ class RecordingSettings:
         for path in self.bags:
             if not Path(path).exists():
                 raise FileNotFoundError(f"bag not found: {path}")
+        resolved = [Path(path).resolve() for path in self.bags]
+        if len(set(resolved)) != len(resolved):
+            raise ValueError("a recording is given twice: its frames would count twice")
         for name in ("angular_threshold", "linear_threshold", "lag_s", "max_age_s"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
