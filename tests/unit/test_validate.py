@@ -218,6 +218,16 @@ def test_bad_recordings_are_one_line_and_exit_2(tmp_path, model, capsys):
                      "go back in time at image 10")
     assert run([backwards, "--model", model, "--image-time", "log"], capsys)[0] == 0
 
+    # the driver's TwistStamped come from another clock, 100 s behind the camera's
+    from helpers_bags import twist_msg
+
+    messages = [Message(m.topic, m.msgtype, m.t_ns, twist_msg(m.msg.twist.linear.x, m.msg.twist.angular.z,
+                                                              m.t_ns - 100 * 10**9))
+                if m.msgtype == TWIST_STAMPED else m for m in drive(segments, cmd_type=TWIST_STAMPED)[0]]
+    _one_line_exit_2([_bad(tmp_path, messages, "clocks"), "--model", model], tmp_path, capsys,
+                     "45 without a command within --max-age, 0 stopped (in clocks, commands from -100 s to -95.15 s and "
+                     "images from 0.05 s to 4.45 s after its start: are both stamped by one clock?)")
+
     bag, _ = write_drive(tmp_path / "fine", segments)
     _one_line_exit_2([bag, "--model", model, "--exclude", "0:1000"], tmp_path, capsys, "no frame left to validate")
     stopped, _ = write_drive(tmp_path / "stopped", [Segment("open", "stop", 20)])

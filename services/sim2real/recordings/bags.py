@@ -149,6 +149,13 @@ class Recording:
                 info = self.camera_infos[k][1]
             yield ImageMessage(index, int(log_ns), t_ns, msg, info)
 
+    def command_span(self) -> list[float] | None:
+        """Seconds from the recording's start of the first and the last command (None without commands)."""
+        if self.commands is None:
+            return None
+        times = self.commands.times
+        return [round(self.seconds(int(times[0])), 3), round(self.seconds(int(times[-1])), 3)]
+
     def seconds(self, t_ns: int) -> float:
         """Seconds from the recording's first message."""
         return (t_ns - self.start_ns) / 1e9

@@ -300,7 +300,8 @@ def _bootstrap(block: np.ndarray, frames: _Frames, n_models: int, settings: Vali
             draw = {"agreement": (weights @ agree) / draws_moving, "unsafe_rate": (weights @ unsafe) / draws_labelled}
             draws.append(draw)
             figures.append({
-                "agreement": {"value": _ratio(agree.sum(), n_moving.sum()), "ci95": _interval(draw["agreement"], len(blocks)),
+                "agreement": {"value": _ratio(agree.sum(), n_moving.sum()),
+                              "ci95": _interval(draw["agreement"], len(blocks)),
                               "frames": int(n_moving.sum()), "agreeing": int(agree.sum())},
                 "unsafe_rate": {"value": _ratio(unsafe.sum(), n_labelled.sum()),
                                 "ci95": _interval(draw["unsafe_rate"], len(blocks)), "frames": int(n_labelled.sum()),
@@ -389,12 +390,15 @@ def validate(settings: ValidateSettings) -> dict:
             block_base = (max(blocks) + 1) if blocks else block_base
             recordings.append({"bag": str(path), "name": recording.name, "sha256": bag_sha256(Path(path)),
                                "duration_s": round(durations[-1], 3), **counts,
+                               "images_s": [round(first or 0.0, 3), round(last or 0.0, 3)],
+                               "commands_s": recording.command_span(),
                                "camera_intrinsics": sorted(models[0].sources)})
     labelled = [k for k in frames.label if k >= 0]
     if not any(k != STOPPED for k in labelled):
         raise BagError(f"no frame left to validate on: of {sum(r['images'] for r in recordings)} images, "
                        f"{sum(r['excluded'] for r in recordings)} excluded, {sum(r['unlabelled'] for r in recordings)} "
-                       f"without a command within --max-age, {sum(r['stopped'] for r in recordings)} stopped")
+                       f"without a command within --max-age, {sum(r['stopped'] for r in recordings)} stopped"
+                       + _clock_hint(recordings))
     stats = _bootstrap(np.array(blocks), frames, len(models), settings)
     flips, driver_flips = _flips(frames, len(models), durations)
     label_arr, commands_arr = np.array(frames.label), np.array(frames.commands).reshape(len(frames.label), -1)
@@ -440,6 +444,15 @@ def validate(settings: ValidateSettings) -> dict:
 
         write_report(result, Path(settings.report), _spread(candidates, settings.thumbnails), seen)
     return result
+
+
+def _clock_hint(recordings: list[dict]) -> str:
+    """When no image found a command: where the commands and the images lie in time (clocks that differ)."""
+    if any(r["labelled"] or r["stopped"] for r in recordings):
+        return ""
+    r = recordings[0]
+    return (f" (in {r['name']}, commands from {r['commands_s'][0]:g} s to {r['commands_s'][1]:g} s and images "
+            f"from {r['images_s'][0]:g} s to {r['images_s'][1]:g} s after its start: are both stamped by one clock?)")
 
 
 def _settings_dict(settings: ValidateSettings) -> dict:
