@@ -70,7 +70,8 @@ def run(args, capsys):
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_agreement_unsafe_rate_and_confusion_are_the_known_ones(tmp_path, model, storage, capsys):
-    bag, frames = write_drive(tmp_path / f"drive_{storage}", DRIVE, storage=storage)
+    encoding = "16UC1" if storage == "mcap" else "32FC1"
+    bag, frames = write_drive(tmp_path / f"drive_{storage}", DRIVE, storage=storage, encoding=encoding)
     out, report = tmp_path / "v.json", tmp_path / "v.html"
     code, stdout, err = run([bag, "--model", model, "--json", out, "--report", report, "--block", 1], capsys)
     assert code == 0, err
