@@ -46,7 +46,7 @@ from sim2real.contracts.preprocessing import (
 )
 from sim2real.recordings.bags import BagError, Recording, bag_sha256
 from sim2real.recordings.labels import STOPPED
-from sim2real.recordings.validate import RecordingSettings
+from sim2real.recordings.settings import RecordingSettings
 from sim2real.settings import option, to_dict
 
 INGEST_VERSION = 1

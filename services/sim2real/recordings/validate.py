@@ -19,16 +19,9 @@ Figures, per model:
   second (changes of the model's command between consecutive frames).
 - **latency** per pipeline stage (read, convert, preprocess, infer, total), p50 / p99.
 
-**Intervals.** Consecutive frames are strongly correlated: at 15-30 Hz the scene and the
-driver's decision change over seconds, not frames, so counting frames as independent would make
-intervals several times too narrow. The frames of each recording are cut into blocks of
-``block`` seconds (default 5 s, longer than a typical manoeuvre), and the 95 % interval is the
-2.5-97.5 percentile range of the figure over ``resamples`` bootstrap draws of whole blocks with
-replacement (a non-overlapping block bootstrap, Carlstein 1986): the correlation inside a block
-is kept, and blocks a few seconds apart are nearly independent. Two models are compared on the
-same frames with the same drawn blocks (a paired block bootstrap), so what the frames share
-cancels out of the difference. Fewer than ``MIN_BLOCKS`` blocks give a note that the interval is
-rough.
+**Intervals** are block-bootstrap intervals (:mod:`.stats`: why, and how); with two models the
+comparison is paired on the same frames and blocks. Fewer than ``MIN_BLOCKS`` blocks give a note
+that the intervals are rough.
 """
 
 from __future__ import annotations
@@ -44,14 +37,10 @@ import numpy as np
 
 from sim2real.contracts.actions import ACTIONS, FORWARD, MIRROR, choose
 from sim2real.contracts.manifest import write_json_atomic
-from sim2real.recordings.bags import (
-    IMAGE_TIMES,
-    BagError,
-    Recording,
-    Topics,
-    bag_sha256,
-)
-from sim2real.recordings.labels import LABELS, STOPPED, Labelling, TimeRange
+from sim2real.recordings.bags import BagError, Recording, bag_sha256
+from sim2real.recordings.labels import LABELS, STOPPED
+from sim2real.recordings.settings import RecordingSettings
+from sim2real.recordings.stats import Frames, block_bootstrap, flips, ratio
 from sim2real.settings import option
 
 COMMANDS: tuple[str, ...] = (*ACTIONS, "stop")   # what a model can command: an action, or a fail-safe stop
@@ -59,67 +48,6 @@ STOP = len(ACTIONS)
 MIN_BLOCKS = 10
 THUMB_WIDTH = 96
 KEEP_CANDIDATES = 400
-
-
-@dataclass(frozen=True)
-class RecordingSettings:
-    """What turns recordings into labelled frames: shared by ``validate`` and ``ingest``."""
-
-    bags: tuple[str, ...] = option((), "recordings: rosbag2 folders or single .mcap / .db3 files",
-                                   positional=True, metavar="BAG")
-    image_topic: str = option("/camera/depth/image_raw", "depth image topic (sensor_msgs/Image)")
-    camera_info_topic: str = option("/camera/depth/camera_info",
-                                    "CameraInfo topic: the latest one before each image maps it onto the model's "
-                                    "field of view")
-    cmd_topic: str = option("/cmd_vel", "the driver's commands (geometry_msgs/Twist or TwistStamped)")
-    intrinsics: str | None = option(None, "the camera's intrinsics, used instead of the bags' CameraInfo",
-                                    metavar="W,H,FX,FY,CX,CY")
-    image_time: str = option("header", "time an image by its header stamp (capture) or its log time (arrival)",
-                             choices=IMAGE_TIMES)
-    angular_threshold: float = option(0.3, "a command with |angular.z| at or above this (rad/s) is a turn",
-                                      metavar="RAD_S")
-    linear_threshold: float = option(0.05, "a command that is not a turn, with linear.x at or above this (m/s), "
-                                           "is forward; below: stopped", metavar="M_S")
-    lag_s: float = option(0.3, "the driver's reaction time: an image's label is the command in effect this many "
-                               "seconds after it", flag="--lag", metavar="S")
-    max_age_s: float = option(0.5, "a command older than this (s) at that time labels nothing (the joystick "
-                                   "went quiet)", flag="--max-age", metavar="S")
-    exclude: tuple[str, ...] = option((), "leave out this time range, seconds from the recording's start (a "
-                                          "driver's mistake); BAG@START:END only in the bag of that name; "
-                                          "repeatable", metavar="[BAG@]START:END")
-    no_progress: bool = option(False, "no progress bar")
-
-    def labelling(self) -> Labelling:
-        return Labelling(self.angular_threshold, self.linear_threshold, self.lag_s, self.max_age_s)
-
-    def topics(self) -> Topics:
-        return Topics(self.image_topic, self.camera_info_topic, self.cmd_topic)
-
-    def ranges(self) -> list[TimeRange]:
-        return [TimeRange.parse(text) for text in self.exclude]
-
-    def check(self) -> None:
-        """One-line errors for values that cannot mean anything, before any work."""
-        if not self.bags:
-            raise ValueError("no recording given")
-        for path in self.bags:
-            if not Path(path).exists():
-                raise FileNotFoundError(f"bag not found: {path}")
-        resolved = [Path(path).resolve() for path in self.bags]
-        if len(set(resolved)) != len(resolved):
-            raise ValueError("a recording is given twice: its frames would count twice")
-        for name in ("angular_threshold", "linear_threshold", "lag_s", "max_age_s"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number ≥ 0, got {value!r}")
-        if self.angular_threshold <= 0 or self.max_age_s <= 0:
-            raise ValueError("angular_threshold and max_age must be above 0")
-        if self.image_time not in IMAGE_TIMES:
-            raise ValueError(f"image_time must be one of {', '.join(IMAGE_TIMES)}, got {self.image_time!r}")
-        if not self.image_topic or not self.cmd_topic:
-            raise ValueError("the image and command topics must not be empty")
-        self.ranges()
-
 
 @dataclass(frozen=True)
 class ValidateSettings(RecordingSettings):
@@ -243,96 +171,12 @@ class _Model:
         return action
 
 
-@dataclass
-class _Frames:
-    """Per labelled or unlabelled frame, in recording order."""
-
-    recording: list[int]
-    t_s: list[float]
-    label: list[int]       # -1: unlabelled
-    commands: list[list[int]]   # per model
-
-
 def _thumbnail(msg) -> np.ndarray:
     from sim2real.runtime.ros_image import decode_depth
 
     depth = decode_depth(msg)
     step = max(1, math.ceil(depth.shape[1] / THUMB_WIDTH))
     return np.asarray(depth[::step, ::step], np.float16)
-
-
-def _interval(values: np.ndarray, blocks: int) -> list[float] | None:
-    """The 2.5-97.5 percentile range of the bootstrap draws (None from fewer than 2 blocks)."""
-    finite = values[np.isfinite(values)]
-    if not finite.size or blocks < 2:
-        return None
-    lo, hi = np.percentile(finite, (2.5, 97.5))
-    return [round(float(lo), 4), round(float(hi), 4)]
-
-
-def _ratio(num: float, den: float) -> float | None:
-    return round(num / den, 4) if den else None
-
-
-def _bootstrap(block: np.ndarray, frames: _Frames, n_models: int, settings: ValidateSettings) -> dict:
-    """Agreement and unsafe rate per model (and their paired differences) with block-bootstrap intervals."""
-    label = np.array(frames.label)
-    commands = np.array(frames.commands, dtype=np.int64).reshape(len(label), n_models)
-    labelled = label >= 0
-    moving = labelled & (label != STOPPED)
-    blocks, index = np.unique(block[labelled], return_inverse=True)
-    lab_cmd, lab_label = commands[labelled], label[labelled]
-    lab_moving = lab_label != STOPPED
-
-    def per_block(values: np.ndarray) -> np.ndarray:
-        return np.bincount(index, weights=values.astype(float), minlength=len(blocks))
-
-    n_moving, n_labelled = per_block(lab_moving), per_block(np.ones(len(lab_label)))
-    rng = np.random.default_rng(settings.seed)
-    weights = rng.multinomial(len(blocks), np.full(len(blocks), 1.0 / len(blocks)), size=settings.resamples) \
-        if len(blocks) else np.zeros((settings.resamples, 0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        draws_moving, draws_labelled = weights @ n_moving, weights @ n_labelled
-        figures, draws = [], []
-        for m in range(n_models):
-            agree = per_block(lab_moving & (lab_cmd[:, m] == lab_label))
-            unsafe = per_block((lab_cmd[:, m] == FORWARD) & (lab_label != FORWARD))
-            draw = {"agreement": (weights @ agree) / draws_moving, "unsafe_rate": (weights @ unsafe) / draws_labelled}
-            draws.append(draw)
-            figures.append({
-                "agreement": {"value": _ratio(agree.sum(), n_moving.sum()),
-                              "ci95": _interval(draw["agreement"], len(blocks)),
-                              "frames": int(n_moving.sum()), "agreeing": int(agree.sum())},
-                "unsafe_rate": {"value": _ratio(unsafe.sum(), n_labelled.sum()),
-                                "ci95": _interval(draw["unsafe_rate"], len(blocks)), "frames": int(n_labelled.sum()),
-                                "unsafe": int(unsafe.sum())}})
-    result = {"figures": figures, "blocks": len(blocks), "moving_frames": int(moving.sum())}
-    if n_models == 2:
-        a_ok = lab_moving & (lab_cmd[:, 0] == lab_label)
-        b_ok = lab_moving & (lab_cmd[:, 1] == lab_label)
-        comparison = {"frames": int(lab_moving.sum()),
-                      "pairs": {"both": int((a_ok & b_ok).sum()), "only_a": int((a_ok & ~b_ok).sum()),
-                                "only_b": int((~a_ok & b_ok & lab_moving).sum()),
-                                "neither": int((~a_ok & ~b_ok & lab_moving).sum())}}
-        for name in ("agreement", "unsafe_rate"):
-            a, b = figures[0][name]["value"], figures[1][name]["value"]
-            comparison[f"{name}_difference"] = {
-                "value": None if a is None or b is None else round(a - b, 4),
-                "ci95": _interval(draws[0][name] - draws[1][name], len(blocks))}
-        result["comparison"] = comparison
-    return result
-
-
-def _flips(frames: _Frames, n_models: int, durations: list[float]) -> tuple[list[float | None], float | None]:
-    """Command changes per second between consecutive frames, per model and for the driver's labels."""
-    recording = np.array(frames.recording)
-    same = recording[1:] == recording[:-1]
-    commands = np.array(frames.commands, dtype=np.int64).reshape(len(recording), n_models)
-    total = sum(durations)
-    per_model = [_ratio(float(((commands[1:, m] != commands[:-1, m]) & same).sum()), total) for m in range(n_models)]
-    label = np.array(frames.label)
-    both = same & (label[1:] >= 0) & (label[:-1] >= 0)
-    return per_model, _ratio(float(((label[1:] != label[:-1]) & both).sum()), total)
 
 
 def validate(settings: ValidateSettings) -> dict:
@@ -345,7 +189,7 @@ def validate(settings: ValidateSettings) -> dict:
     models = [_Model(path, settings) for path in settings.models()]
     gc.collect()
     gc.freeze()
-    frames = _Frames([], [], [], [])
+    frames = Frames([], [], [], [])
     blocks: list[int] = []
     recordings, durations, candidates = [], [], []
     block_base = 0
@@ -399,8 +243,8 @@ def validate(settings: ValidateSettings) -> dict:
                        f"{sum(r['excluded'] for r in recordings)} excluded, {sum(r['unlabelled'] for r in recordings)} "
                        f"without a command within --max-age, {sum(r['stopped'] for r in recordings)} stopped"
                        + _clock_hint(recordings))
-    stats = _bootstrap(np.array(blocks), frames, len(models), settings)
-    flips, driver_flips = _flips(frames, len(models), durations)
+    stats = block_bootstrap(np.array(blocks), frames, len(models), settings.resamples, settings.seed)
+    flips_per_model, driver_flips = flips(frames, len(models), durations)
     label_arr, commands_arr = np.array(frames.label), np.array(frames.commands).reshape(len(frames.label), -1)
     results = []
     for m, model in enumerate(models):
@@ -410,11 +254,11 @@ def validate(settings: ValidateSettings) -> dict:
             "model": model.path, "model_sha256": model.policy.sha256, "backend": model.policy.engine.name,
             "confusion": {"rows (driver)": list(LABELS), "columns (model)": list(COMMANDS),
                           "matrix": matrix.tolist()},
-            "recall": {name: _ratio(matrix[k, k], matrix[k].sum()) for k, name in enumerate(ACTIONS)},
+            "recall": {name: ratio(matrix[k, k], matrix[k].sum()) for k, name in enumerate(ACTIONS)},
             **stats["figures"][m],
-            "mirror_consistency": {"value": _ratio(model.mirror_same, model.mirror_frames),
+            "mirror_consistency": {"value": ratio(model.mirror_same, model.mirror_frames),
                                    "frames": model.mirror_frames, "left_right_ties": model.ties},
-            "command_flips_per_s": flips[m],
+            "command_flips_per_s": flips_per_model[m],
             "failsafe_stops": int((commands_arr[:, m] == STOP).sum()),
             "node_log": model.events,
             "latency_ms": model.stats.summary()})
