@@ -235,6 +235,9 @@ def test_bad_recordings_are_one_line_and_exit_2(tmp_path, model, capsys):
     _one_line_exit_2([stopped, "--model", model], tmp_path, capsys, "20 stopped")
     _one_line_exit_2([bag, "--model", model, "--exclude", "5:1"], tmp_path, capsys, "START must be ≥ 0 and before END")
     _one_line_exit_2([tmp_path / "absent", "--model", model], tmp_path, capsys, "bag not found")
+    (tmp_path / "notes.txt").write_text("a file")
+    code, _, err = run([bag, "--model", model, "--report", tmp_path / "notes.txt" / "r.html"], capsys)
+    assert code == 2 and "cannot be written: " in err and err.count("\n") == 1
     _one_line_exit_2([bag, "--model", tmp_path / "none.onnx"], tmp_path, capsys, "model not found")
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -92,8 +93,19 @@ class ValidateSettings(RecordingSettings):
             if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise ValueError(f"--{name.replace('_', '-')} must be a fraction between 0 and 1, got {value}")
         for out in (self.json, self.report):
-            if out and Path(out).is_dir():
-                raise ValueError(f"output {out} is a folder")
+            if out:
+                _check_writable(Path(out))
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse, before any work, an output file that could not be written at the end."""
+    if out.is_dir():
+        raise ValueError(f"output {out} is a folder")
+    existing = out.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"output {out} cannot be written: {existing} is not a writable folder")
 
 
 def node_params(settings: ValidateSettings, model: str):
