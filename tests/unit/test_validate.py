@@ -215,8 +215,8 @@ def test_bad_recordings_are_one_line_and_exit_2(tmp_path, model, capsys):
     messages[images[10]] = Message(late.topic, late.msgtype, late.t_ns,
                                    image_msg(frames[8].stamp_ns, depth_scene("open", 48, 64)))
     backwards = _bad(tmp_path, messages, "backwards")
-    _one_line_exit_2([backwards, "--model", model], tmp_path, capsys, "image header stamps on '/camera/depth/image_raw' "
-                     "go back in time at image 10")
+    _one_line_exit_2([backwards, "--model", model], tmp_path, capsys,
+                     "image header stamps on '/camera/depth/image_raw' go back in time at image 10")
     assert run([backwards, "--model", model, "--image-time", "log"], capsys)[0] == 0
 
     # the driver's TwistStamped come from another clock, 100 s behind the camera's
@@ -226,14 +226,15 @@ def test_bad_recordings_are_one_line_and_exit_2(tmp_path, model, capsys):
                                                               m.t_ns - 100 * 10**9))
                 if m.msgtype == TWIST_STAMPED else m for m in drive(segments, cmd_type=TWIST_STAMPED)[0]]
     _one_line_exit_2([_bad(tmp_path, messages, "clocks"), "--model", model], tmp_path, capsys,
-                     "45 without a command within --max-age, 0 stopped (in clocks, commands from -100 s to -95.15 s and "
-                     "images from 0.05 s to 4.45 s after its start: are both stamped by one clock?)")
+                     "45 without a command within --max-age, 0 stopped (in clocks, commands from -100 s to -95.15 s "
+                     "and images from 0.05 s to 4.45 s after its start: are both stamped by one clock?)")
 
     bag, _ = write_drive(tmp_path / "fine", segments)
     _one_line_exit_2([bag, "--model", model, "--exclude", "0:1000"], tmp_path, capsys, "no frame left to validate")
     stopped, _ = write_drive(tmp_path / "stopped", [Segment("open", "stop", 20)])
     _one_line_exit_2([stopped, "--model", model], tmp_path, capsys, "20 stopped")
-    _one_line_exit_2([bag, "--model", model, "--exclude", "5:1"], tmp_path, capsys, "START must be ≥ 0 and before END")
+    _one_line_exit_2([bag, "--model", model, "--exclude", "5:1"], tmp_path, capsys,
+                     "START must be ≥ 0 and before END")
     _one_line_exit_2([tmp_path / "absent", "--model", model], tmp_path, capsys, "bag not found")
     (tmp_path / "notes.txt").write_text("a file")
     code, _, err = run([bag, "--model", model, "--report", tmp_path / "notes.txt" / "r.html"], capsys)
