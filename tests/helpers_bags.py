@@ -82,13 +82,24 @@ def twist_msg(linear_x: float, angular_z: float, stamp_ns: int | None = None):
     return s.types[TWIST_STAMPED](header=header(stamp_ns, "base_link"), twist=twist)
 
 
-def write_bag(path: Path, messages: list[Message], storage: str = "mcap") -> Path:
-    """Write ``messages`` (in the order given) to a new rosbag2 folder ``path``; return ``path``."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
+def write_bag(path: Path, messages: list[Message], storage: str = "mcap", compression: str | None = None) -> Path:
+    """Write ``messages`` (in the order given) to a new rosbag2 folder ``path``; return ``path``.
+
+    ``compression``: ``"file"`` or ``"message"`` (zstd, as ``ros2 bag record --compression-mode``).
+    """
+    from rosbags.rosbag2 import (
+        CompressionFormat,
+        CompressionMode,
+        StoragePlugin,
+        Writer,
+    )
 
     s = store()
     plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
-    with Writer(Path(path), version=Writer.VERSION_LATEST, storage_plugin=plugin) as writer:
+    writer = Writer(Path(path), version=Writer.VERSION_LATEST, storage_plugin=plugin)
+    if compression:
+        writer.set_compression(CompressionMode[compression.upper()], CompressionFormat.ZSTD)
+    with writer:
         connections = {}
         for m in messages:
             key = (m.topic, m.msgtype)
@@ -156,7 +167,8 @@ def drive(segments: list[Segment], *, rate_hz: float = 10.0, cmd_rate_hz: float 
     return messages, frames
 
 
-def write_drive(path: Path, segments: list[Segment], storage: str = "mcap", **options) -> tuple[Path, list[Frame]]:
+def write_drive(path: Path, segments: list[Segment], storage: str = "mcap", compression: str | None = None,
+                **options) -> tuple[Path, list[Frame]]:
     """:func:`drive` written to ``path``; returns the bag and its frames."""
     messages, frames = drive(segments, **options)
-    return write_bag(path, messages, storage), frames
+    return write_bag(path, messages, storage, compression), frames

@@ -119,6 +119,14 @@ def test_the_reaction_lag_decides_the_labels(tmp_path, model, capsys):
     assert code == 2 and "100 without a command within --max-age" in err
 
 
+@pytest.mark.parametrize("compression", ["file", "message"])
+def test_zstd_compressed_recordings(tmp_path, model, compression, capsys):
+    bag, _ = write_drive(tmp_path / "zstd", DRIVE[:2], compression=compression)
+    out = tmp_path / "v.json"
+    assert run([bag, "--model", model, "--json", out], capsys)[0] == 0
+    assert json.loads(out.read_text())["models"][0]["agreement"]["value"] == 1.0
+
+
 def test_stamped_commands_sqlite_and_excluded_ranges(tmp_path, model, capsys):
     bag, _ = write_drive(tmp_path / "stamped", DRIVE, storage="sqlite3", cmd_type=TWIST_STAMPED)
     out = tmp_path / "v.json"
