@@ -151,6 +151,8 @@ def test_paired_comparison_on_the_same_frames(tmp_path, model, eager, capsys):
     # the eager model drives into every obstacle: it agrees only where the driver went forward
     assert b["confusion"]["matrix"] == [[50, 0, 0, 0], [25, 0, 0, 0], [15, 0, 0, 0], [10, 0, 0, 0]]
     assert b["agreement"]["value"] == round(50 / 90, 4) and b["unsafe_rate"]["value"] == 0.5
+    # per recording: a holds 65 moving frames (15 of them past an obstacle), b 25 (10 of them the driver's mistake)
+    assert [r["agreement"] for r in result["recordings"]] == [[1.0, round(50 / 65, 4)], [0.6, 0.0]]
     comparison = result["comparison"]
     assert comparison["frames"] == 90
     assert comparison["pairs"] == {"both": 50, "only_a": 30, "only_b": 0, "neither": 10}

@@ -78,7 +78,12 @@ def render_html(result: dict, frames: list, seen: int) -> str:
              f"of {boot['block_s']:g} s. {esc(boot.get('note', ''))}</p>")
     table = ("<table><tr><th>model</th><th>agreement</th><th>unsafe rate</th><th>mirror consistency</th>"
              f"<th>flips / s</th><th>fail-safe stops</th><th>total ms p50 / p99</th></tr>{rows}</table>")
-    parts = [intro, table]
+    per_bag = "".join(f"<tr><td>{esc(r['name'])}</td><td>{r['duration_s']:g}</td><td>{r['images']}</td>"
+                      + "".join(f"<td>{'n/a' if a is None else f'{a:.3f}'}</td>" for a in r["agreement"])
+                      + "</tr>" for r in result["recordings"])
+    heads = "".join(f"<th>agreement {esc(Path(m['model']).name)}</th>" for m in models)
+    recordings = f"<table><tr><th>recording</th><th>s</th><th>images</th>{heads}</tr>{per_bag}</table>"
+    parts = [intro, table, recordings]
     gate = result["gate"]
     if gate["min_agreement"] is not None or gate["max_unsafe"] is not None:
         verdict = "passed" if gate["passed"] else "FAILED: " + "; ".join(gate["failures"])

@@ -258,6 +258,11 @@ def validate(settings: ValidateSettings) -> dict:
     stats = block_bootstrap(np.array(blocks), frames, len(models), settings.resamples, settings.seed)
     flips_per_model, driver_flips = flips(frames, len(models), durations)
     label_arr, commands_arr = np.array(frames.label), np.array(frames.commands).reshape(len(frames.label), -1)
+    recording_arr = np.array(frames.recording)
+    for r, entry in enumerate(recordings):
+        moving = (recording_arr == r) & (label_arr >= 0) & (label_arr != STOPPED)
+        entry["agreement"] = [ratio(float((commands_arr[moving, m] == label_arr[moving]).sum()), float(moving.sum()))
+                              for m in range(len(models))]
     results = []
     for m, model in enumerate(models):
         matrix = np.zeros((len(LABELS), len(COMMANDS)), np.int64)
