@@ -205,7 +205,7 @@ def validate(settings: ValidateSettings) -> dict:
     blocks: list[int] = []
     recordings, durations, candidates = [], [], []
     block_base = 0
-    seen = 0
+    seen, stride = 0, 1
     for r, path in enumerate(settings.bags):
         with Recording(path, settings.topics(), settings.labelling(), need_camera_info=not settings.intrinsics,
                        image_time=settings.image_time) as recording:
@@ -234,13 +234,15 @@ def validate(settings: ValidateSettings) -> dict:
                     frames.t_s.append(t_s)
                     frames.label.append(-1 if label is None else label)
                     frames.commands.append(commands)
-                    blocks.append(block_base + int(t_s // settings.block_s))
+                    blocks.append(block_base + int((t_s - first) // settings.block_s))
                     wrong = label is not None and ((label != STOPPED and commands[0] != label)
                                                    or (label == STOPPED and commands[0] == FORWARD))
                     if wrong and settings.report and settings.thumbnails:
-                        seen += 1
-                        if len(candidates) < KEEP_CANDIDATES:
+                        if seen % stride == 0:       # every stride-th one: an even spread over all recordings
                             candidates.append((r, t_s, label, commands, _thumbnail(image.msg)))
+                            if len(candidates) == KEEP_CANDIDATES:
+                                candidates, stride = candidates[::2], 2 * stride
+                        seen += 1
                     read_start = time.perf_counter()
             durations.append(max(0.0, (last or 0.0) - (first or 0.0)))
             block_base = (max(blocks) + 1) if blocks else block_base
