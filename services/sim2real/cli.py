@@ -288,9 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from sim2real.deploy.cli import register as register_deploy
     from sim2real.jobs.cli import register as register_jobs
+    from sim2real.recordings.cli import register as register_recordings
     from sim2real.runtime.cli import register as register_runtime
 
     register_runtime(verbs)
+    register_recordings(verbs)
     register_jobs(verbs)
     register_deploy(verbs)
     return parser

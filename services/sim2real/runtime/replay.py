@@ -14,6 +14,7 @@ Watchdog timeouts are a property of live time and are not replayed.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import sys
@@ -43,6 +44,24 @@ def _rosbags():
     except ImportError:
         raise RuntimeError("replay needs the 'rosbags' package (pip install rosbags)") from None
     return AnyReader, Writer, StoragePlugin, get_typestore(Stores.LATEST)
+
+
+@contextlib.contextmanager
+def open_bag(bag: str | Path):
+    """An opened rosbags ``AnyReader`` for a bag folder or file; one-line errors when it is not one."""
+    bag = Path(bag)
+    if not bag.exists():
+        raise FileNotFoundError(f"bag not found: {bag}")
+    reader_cls, _, _, store = _rosbags()
+    try:
+        reader = reader_cls([bag], default_typestore=store)
+        reader.open()
+    except Exception as exc:
+        raise ValueError(f"{bag} is not a readable ROS 2 bag: {str(exc).splitlines()[0]}") from None
+    try:
+        yield reader
+    finally:
+        reader.close()
 
 
 def _storage_plugin(storage: str):
@@ -110,7 +129,7 @@ def replay(bag: str | Path, model: str | Path, *, topic: str = "/camera/depth/im
     out = Path(out) if out else default_out(bag)
     if out_bag is not None and Path(out_bag).exists():
         raise ValueError(f"output bag {out_bag} exists already; rosbags writes new bags only")
-    reader_cls, writer_cls, _, store = _rosbags()
+    _, writer_cls, _, store = _rosbags()
     params = params or NodeParams(model_path=str(model), backend=backend)
     policy = ModelPolicy(model, backend=backend)
     if policy.isa_note:
@@ -123,12 +142,9 @@ def replay(bag: str | Path, model: str | Path, *, topic: str = "/camera/depth/im
     counts = {name: 0 for name in (*ACTIONS, "stop")}
     ties = 0
     writer = None
-    try:
-        reader = reader_cls([bag], default_typestore=store)
-        reader.open()
-    except Exception as exc:
-        raise ValueError(f"{bag} is not a readable ROS 2 bag: {str(exc).splitlines()[0]}") from None
-    try:
+    with contextlib.ExitStack() as stack:
+        reader = stack.enter_context(open_bag(bag))
+        stack.callback(lambda: writer is not None and writer.close())
         connections = [c for c in reader.connections if c.topic == topic]
         if not connections:
             images = sorted({c.topic for c in reader.connections if c.msgtype == IMAGE_TYPE})
@@ -176,10 +192,6 @@ def replay(bag: str | Path, model: str | Path, *, topic: str = "/camera/depth/im
                     command = twist_cls(linear=vector_cls(x=twist.linear_x, y=0.0, z=0.0),
                                         angular=vector_cls(x=0.0, y=0.0, z=twist.angular_z))
                     writer.write(twist_conn, timestamp, store.serialize_cdr(command, TWIST_TYPE))
-    finally:
-        reader.close()
-        if writer is not None:
-            writer.close()
     return {"bag": str(bag), "topic": topic, "frames": sum(counts.values()), "actions": counts,
             "left_right_ties": ties, "camera_intrinsics": pipeline.camera.source,
             "model": str(model), "model_sha256": policy.sha256, "backend": policy.engine.name,
