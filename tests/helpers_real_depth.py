@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sim2real.contracts.actions import ACTIONS
 from sim2real.contracts.camera import Intrinsics
 from sim2real.runtime.ros_image import RawImage, encode_depth
 
@@ -180,7 +181,12 @@ def replay_frames(frames: list[Frame], model: Path, encoding: str, folder: Path,
 
 @dataclass(frozen=True)
 class Row:
-    """One frame's outcome: the action for the frame and for its mirror image."""
+    """One frame's outcome: the action for the frame and for its mirror image.
+
+    ``margin`` is the top-two logit gap; ``forward_gap`` how far the forward logit lies below the
+    best turn (negative: forward won); ``tie`` whether either image's action came from an exact
+    left/right tie (which resolves to left for both, so it is reported, not counted as consistent).
+    """
 
     id: str
     family: str
@@ -189,6 +195,8 @@ class Row:
     mirror_action: str
     reason: str | None
     margin: float | None
+    forward_gap: float | None = None
+    tie: bool = False
 
     @property
     def mirror_consistent(self) -> bool:
@@ -206,8 +214,11 @@ def score(frames: list[Frame], records: list[dict]) -> list[Row]:
     for frame, original, mirror in zip(frames, records[0::2], records[1::2]):
         logits = original.get("logits")
         margin = None if logits is None else float(np.diff(np.sort(logits)[-2:])[0])
+        gap = None if logits is None else float(max(logits[ACTIONS.index(turn)] for turn in ("left", "right"))
+                                                - logits[ACTIONS.index("forward")])
         rows.append(Row(frame.id, frame.source.get("family", ""), geometry_label(frame.depth_mm),
-                        original["action"], mirror["action"], original.get("reason"), margin))
+                        original["action"], mirror["action"], original.get("reason"), margin, gap,
+                        bool(original.get("tie") or mirror.get("tie"))))
     return rows
 
 
@@ -216,6 +227,7 @@ def summary(rows: list[Row]) -> dict:
     labelled = [row for row in rows if row.label in (NEAR, FAR)]
     return {"frames": len(rows),
             "mirror_consistent": sum(row.mirror_consistent for row in rows),
+            "left_right_ties": sum(row.tie for row in rows),
             "refused": sum(row.action == "stop" for row in rows),
             **{f"{label}_right": f"{sum(r.right for r in rows if r.label == label)}/"
                                  f"{sum(r.label == label for r in rows)}" for label in (NEAR, FAR)},
@@ -224,11 +236,13 @@ def summary(rows: list[Row]) -> dict:
 
 def table(rows: list[Row]) -> str:
     """A Markdown table of ``rows`` (for reports)."""
-    lines = ["| frame | family | label | action | mirror image | consistent | right | top-2 margin |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| frame | family | label | action | mirror image | consistent | right | top-2 margin | turn − forward |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         margin = "" if row.margin is None else f"{row.margin:.3f}"
+        gap = "" if row.forward_gap is None else f"{row.forward_gap:+.3f}"
         right = "" if row.label is None else "yes" if row.right else "NO"
+        consistent = "tie" if row.tie else "yes" if row.mirror_consistent else "NO"
         lines.append(f"| {row.id} | {row.family} | {row.label or ''} | {row.action} | {row.mirror_action} | "
-                     f"{'yes' if row.mirror_consistent else 'NO'} | {right} | {margin} |")
+                     f"{consistent} | {right} | {margin} | {gap} |")
     return "\n".join(lines)
