@@ -71,13 +71,14 @@ def _storage_plugin(storage: str):
     return plugin.MCAP if storage == "mcap" else plugin.SQLITE3
 
 
-def record_images(bag: str | Path, images: Iterable[tuple[int, RawImage]],
+def record_images(bag: str | Path, images: Iterable[tuple[int, RawImage] | tuple[int, RawImage, Intrinsics]],
                   topic: str = "/camera/depth/image_raw", storage: str = "mcap",
                   frame_id: str = "camera_depth_optical_frame", intrinsics: Intrinsics | None = None,
                   camera_info_topic: str = "/camera/depth/camera_info") -> int:
     """Write ``(timestamp_ns, image)`` pairs as sensor_msgs/Image to a new rosbag2 folder; return the count.
 
-    With ``intrinsics``, a sensor_msgs/CameraInfo with them goes before each image, as a driver publishes.
+    With ``intrinsics``, a sensor_msgs/CameraInfo with them goes before each image, as a driver publishes;
+    an item ``(timestamp_ns, image, intrinsics)`` carries its own image's CameraInfo.
     """
     _, writer_cls, _, store = _rosbags()
     plugin = _storage_plugin(storage)
@@ -86,12 +87,14 @@ def record_images(bag: str | Path, images: Iterable[tuple[int, RawImage]],
     count = 0
     with writer_cls(Path(bag), version=writer_cls.VERSION_LATEST, storage_plugin=plugin) as writer:
         connection = writer.add_connection(topic, IMAGE_TYPE, typestore=store)
-        info_connection = (writer.add_connection(camera_info_topic, CAMERA_INFO_TYPE, typestore=store)
-                           if intrinsics is not None else None)
-        for stamp_ns, raw in images:
+        info_connection = None
+        for stamp_ns, raw, *own in images:
             header = header_cls(stamp=time_cls(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id=frame_id)
-            if info_connection is not None:
-                info = camera_info_message(store, header, intrinsics)
+            camera = own[0] if own else intrinsics
+            if camera is not None:
+                if info_connection is None:
+                    info_connection = writer.add_connection(camera_info_topic, CAMERA_INFO_TYPE, typestore=store)
+                info = camera_info_message(store, header, camera)
                 writer.write(info_connection, stamp_ns, store.serialize_cdr(info, CAMERA_INFO_TYPE))
             msg = image_cls(header=header, height=raw.height, width=raw.width, encoding=raw.encoding,
                             is_bigendian=raw.is_bigendian, step=raw.step,
