@@ -24,8 +24,11 @@ where no other stage of the model can act:
   3 pixels (a gap that far off has another cause: open space or another object behind).
 - **range** (``camera.min_range_m``, ``max_return_m``): the nearest valid reading when no-return
   pixels border readings close to it (else the recording never came near, and the base value is
-  kept, capped at the nearest reading); a far cut when the farthest readings mostly border
-  no-return pixels (most do not when every surface returns), at the median depth of that border.
+  kept, capped at the nearest reading). A far cut when a quarter or more of the farthest readings
+  (within 10 % of the farthest) border no-return pixels, and the frames that see far all end at
+  about the same depth (their farthest readings within 10 %; with fewer than 10 frames, when 40 %
+  or more border holes instead); it lies at the median depth of that border. When every surface
+  returns, the farthest readings are mostly inside surfaces, and each frame ends where its room does.
 
 :func:`hole_statistics` gives the figures a fit must reproduce (hole share, isolated holes, holes
 beside steps, shadow gaps); tests compare them between a recording and the simulator.
@@ -172,7 +175,14 @@ def fit_range(frames: list[Frame], base_min_m: float) -> tuple[float, float, dic
                                 "capped at the nearest reading"
     share = far_border / far_top if far_top else 0.0
     evidence["farthest_bordering_holes"] = round(share, 3)
-    if far_top >= MIN_COUNT and share >= 0.4:
+    maxima = np.sort([float(np.max(f.depth_m[f.valid])) for f in frames if f.valid.any()])
+    far_frames = maxima[len(maxima) // 2:]
+    spread = None
+    if far_frames.size >= 5:
+        spread = float((np.percentile(far_frames, 90) - np.median(far_frames)) / np.median(far_frames))
+        evidence["farthest_per_frame_spread"] = round(spread, 3)
+    cut = share >= 0.25 and (share >= 0.4 if spread is None else spread < 0.1)
+    if far_top >= MIN_COUNT and cut:
         max_return = float(np.median(np.concatenate(border_depths)))
         evidence["max_return"] = "a far cut: the farthest readings border no-return pixels"
     else:
