@@ -11,6 +11,7 @@ value within 20 %, or within the absolute tolerance in ``ZERO_TOLERANCE`` where 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -181,14 +182,13 @@ def _bad_bags(tmp_path: Path) -> dict:
                          "go back in time"),
         "other size": ([(INFO, INFO_T, 10**9, _info(store, 10**9, size=(48, 64))),
                         (IMAGE, IMAGE_T, 10**9, _image(store, 10**9))], "but its CameraInfo is for 64x48"),
-        "no edges": (_good(store), "too few depth edges (0) to fit the holes at edges"),
         "all holes": ([(INFO, INFO_T, 10**9, _info(store, 10**9)),
                        (IMAGE, IMAGE_T, 10**9, _image(store, 10**9, value=0))], "no frame holds a valid depth reading"),
     }
 
 
 @pytest.mark.parametrize("case", ["no CameraInfo", "no depth", "wrong type", "colour", "out of order", "other size",
-                                  "no edges", "all holes"])
+                                  "all holes"])
 def test_a_bad_recording_is_refused_in_one_line_and_nothing_is_written(tmp_path, capsys, case):
     messages, expected = _bad_bags(tmp_path)[case]
     bag = write_bag(tmp_path / "bag", messages)
@@ -199,6 +199,19 @@ def test_a_bad_recording_is_refused_in_one_line_and_nothing_is_written(tmp_path,
     lines = [line for line in err.strip().splitlines() if line.startswith("sim2real calibrate: ")]
     assert len(lines) == 1 and lines[0].startswith("sim2real calibrate: error: ") and expected in lines[0], err
     assert list(out.parent.iterdir()) == []
+
+
+def test_what_a_recording_does_not_show_is_kept_from_the_base_and_said(tmp_path, capsys):
+    """A still camera before a flat wall: no step (edge holes, shadow) and nothing near (min range)."""
+    bag = write_bag(tmp_path / "wall", _good(_store(), n=4))
+    out = tmp_path / "wall.yaml"
+    assert main(["calibrate", "--bag", str(bag), "--out", str(out), "--json", str(tmp_path / "fit.json")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["not_observed"] == ["noise.edge_hole_prob", "noise.shadow_baseline_m", "camera.min_range_m"]
+    base, fitted = load_scenario("default"), load_scenario(out)
+    assert fitted.noise.edge_hole_prob == base.noise.edge_hole_prob
+    assert fitted.camera.min_range_m == base.camera.min_range_m
+    assert (fitted.noise.dropout, fitted.noise.stereo_sigma_per_m2, fitted.noise.max_return_m) == (0, 0, 0)
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -14,14 +14,16 @@ where no other stage of the model can act:
   quantisation's share (step²/12) is taken off.
 - **dropout**: the share of no-return pixels among those whose eight neighbours are valid, on one
   smooth surface and inside the range: no edge, shadow or range stage can reach them.
-- **edge holes** (``edge_hole_prob``): at a depth step (an inverse-depth step above twice
-  ``edge_jump_m``) the two pixels beside it are edge pixels; the number of missing pixels between
+- **edge holes** (``edge_hole_prob``): at a depth step (between valid readings, above the model's
+  ``edge_jump_m * z²``) the two pixels beside it are edge pixels; the number of missing pixels between
   the valid ends (0, 1 or 2) is binomial in the chance that one is missing. Read on steps with no
   stereo shadow: vertical steps, and steps from near (left) to far (right) along a row.
 - **stereo shadow** (``shadow_baseline_m``): along a row, a step from far (left) to near (right)
   leaves ``floor(fx · b · (1/z_near − 1/z_far))`` far pixels unseen by the second imager; ``b`` is
   the fit of that law (plus the edge holes) to the gaps observed, by least squares truncated at
-  3 pixels (a gap that far off has another cause: open space or another object behind).
+  3 pixels (a gap that far off has another cause: open space or another object behind). Where the
+  law so fitted misses the median gap by more than a pixel (real shadows scatter widely around
+  it), ``b`` is the smallest baseline whose predicted median gap reaches the observed one.
 - **range** (``camera.min_range_m``, ``max_return_m``): the nearest valid reading when no-return
   pixels border readings close to it (else the recording never came near, and the base value is
   kept, capped at the nearest reading). A far cut when a quarter or more of the farthest readings
@@ -43,7 +45,7 @@ import numpy as np
 
 MIN_QUANTUM = 1e-4          # smaller lattice steps are the float format's, not a sensor's
 LATTICE_SHARE = 0.9
-STEP_FACTOR = 2.0           # an inverse-depth step above STEP_FACTOR * edge_jump_m is a depth edge
+STEP_FACTOR = 1.0           # a step above STEP_FACTOR * edge_jump_m * z_near² is a depth edge
 MAX_SHADOW_GAP = 200
 OUTLIER_PX = 3.0            # a gap this far from the shadow law has another cause (open space, another object)
 MIN_COUNT = 30              # fewest samples behind a fitted value
@@ -57,11 +59,11 @@ class Frame:
     fx: float
     stamp_ns: int = 0
     millimetres: bool = False
+    valid: np.ndarray = field(init=False, repr=False)
 
-    @property
-    def valid(self) -> np.ndarray:
+    def __post_init__(self):
         with np.errstate(invalid="ignore"):
-            return np.isfinite(self.depth_m) & (self.depth_m > 0)
+            self.valid = np.isfinite(self.depth_m) & (self.depth_m > 0)
 
 
 @dataclass
@@ -72,9 +74,9 @@ class Fit:
     evidence: dict = field(default_factory=dict)
 
 
-def _inverse(frame: Frame) -> np.ndarray:
+def _inverse(frame: Frame, dtype=np.float64) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(frame.valid, 1.0 / frame.depth_m.astype(np.float64), np.nan)
+        return np.where(frame.valid, 1.0 / frame.depth_m.astype(dtype), np.nan).astype(dtype, copy=False)
 
 
 def _sample(values: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
@@ -122,18 +124,18 @@ def fit_quantization(frames: list[Frame], rng: np.random.Generator) -> tuple[flo
 
 # ----------------------------------------------------------------------------- neighbourhoods
 def _ring(valid: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For interior pixels: all 8 neighbours valid, and their inverse-depth min and max."""
+    """For interior pixels: all 8 neighbours valid, and their inverse-depth min and max (``u`` is
+    NaN where no reading)."""
     h, w = valid.shape
     shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
     all_valid = np.ones((h - 2, w - 2), bool)
-    low = np.full((h - 2, w - 2), np.inf)
-    high = np.full((h - 2, w - 2), -np.inf)
+    low = np.full((h - 2, w - 2), np.inf, u.dtype)
+    high = np.full((h - 2, w - 2), -np.inf, u.dtype)
     for dy, dx in shifts:
         window = (slice(1 + dy, h - 1 + dy), slice(1 + dx, w - 1 + dx))
         all_valid &= valid[window]
-        values = np.where(valid[window], u[window], np.nan)
-        low = np.fmin(low, values)
-        high = np.fmax(high, values)
+        np.fmin(low, u[window], out=low)
+        np.fmax(high, u[window], out=high)
     return all_valid, low, high
 
 
@@ -200,19 +202,19 @@ def _inside(z: np.ndarray, min_range: float, max_return: float) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- dropout
-def fit_dropout(frames: list[Frame], jump_m: float, min_range: float, max_return: float) -> tuple[float, dict]:
+def fit_dropout(frames: list[Frame], jump_m: float, min_range: float,
+                max_return: float) -> tuple[float | None, dict]:
     holes = candidates = 0
     for f in frames:
-        valid, u = f.valid, _inverse(f)
+        valid, u = f.valid, _inverse(f, np.float32)
         ring_valid, low, high = _ring(valid, u)
         with np.errstate(invalid="ignore"):
             smooth = ring_valid & (high - low < 0.5 * jump_m) & _inside(1.0 / high, min_range, max_return) \
                 & _inside(1.0 / low, min_range, max_return)
         candidates += int(np.count_nonzero(smooth))
         holes += int(np.count_nonzero(smooth & ~valid[1:-1, 1:-1]))
-    if candidates < MIN_COUNT:
-        raise ValueError("the recording has too few pixels on smooth surfaces to fit the dropout")
-    return holes / candidates, {"smooth_pixels": candidates, "holes_among_them": holes}
+    evidence = {"smooth_pixels": candidates, "holes_among_them": holes}
+    return (holes / candidates if candidates >= MIN_COUNT else None), evidence
 
 
 # ----------------------------------------------------------------------------- steps along lines
@@ -230,15 +232,18 @@ def _steps(frames: list[Frame], axis: int, jump_m: float, min_range: float, max_
     """Steps along rows (``axis`` 1, left → right) or columns (``axis`` 0, top → bottom)."""
     gaps, firsts, seconds, fxs = [], [], [], []
     for f in frames:
-        z = f.depth_m if axis == 1 else f.depth_m.T
-        valid = f.valid if axis == 1 else f.valid.T
-        rows, cols = np.nonzero(valid)                # row-major: consecutive entries of a line follow
-        same = rows[1:] == rows[:-1]
-        a, b = (rows[:-1][same], cols[:-1][same]), (rows[1:][same], cols[1:][same])
-        za, zb = z[a].astype(np.float64), z[b].astype(np.float64)
-        step = np.abs(1.0 / za - 1.0 / zb) > STEP_FACTOR * jump_m
+        z = f.depth_m if axis == 1 else np.ascontiguousarray(f.depth_m.T)
+        valid = f.valid if axis == 1 else np.ascontiguousarray(f.valid.T)
+        index = np.arange(z.shape[1], dtype=np.int32)
+        last = np.maximum.accumulate(np.where(valid, index, -1), axis=1)   # latest valid at or before
+        before = np.full_like(last, -1)
+        before[:, 1:] = last[:, :-1]                                        # latest valid strictly before
+        rows, cols = np.nonzero(valid & (before >= 0))
+        previous = before[rows, cols]
+        za, zb = z[rows, previous].astype(np.float64), z[rows, cols].astype(np.float64)
+        step = np.abs(za - zb) > STEP_FACTOR * jump_m * np.minimum(za, zb) ** 2
         keep = step & _inside(za, min_range, max_return) & _inside(zb, min_range, max_return)
-        gaps.append((b[1] - a[1] - 1)[keep])
+        gaps.append((cols - previous - 1)[keep])
         firsts.append(za[keep])
         seconds.append(zb[keep])
         fxs.append(np.full(int(keep.sum()), f.fx))
@@ -254,29 +259,40 @@ def _missing_share(gaps: np.ndarray) -> tuple[float, int]:
 
 
 def fit_edges_and_shadow(frames: list[Frame], jump_m: float, dropout: float, min_range: float,
-                         max_return: float) -> tuple[float, float, dict]:
-    """(edge_hole_prob, shadow_baseline_m, evidence)."""
+                         max_return: float, base_edge: float) -> tuple[float | None, float | None, dict]:
+    """(edge_hole_prob, shadow_baseline_m, evidence); None where the recording shows too few steps
+    (``base_edge`` then stands for the edge holes in the shadow fit)."""
     rows = _steps(frames, 1, jump_m, min_range, max_return)
     cols = _steps(frames, 0, jump_m, min_range, max_return)
     near_to_far = rows.z_first < rows.z_second
     unshadowed = np.concatenate([cols.gap, rows.gap[near_to_far]])
     missing, steps = _missing_share(unshadowed)
     if math.isnan(missing):
-        raise ValueError(f"the recording shows too few depth edges ({steps}) to fit the holes at edges")
-    edge = max(0.0, 1.0 - (1.0 - missing) / (1.0 - dropout)) if dropout < 1 else 0.0
+        edge = None
+        missing = 1.0 - (1.0 - base_edge) * (1.0 - dropout)
+    else:
+        edge = max(0.0, 1.0 - (1.0 - missing) / (1.0 - dropout)) if dropout < 1 else 0.0
     far_to_near = ~near_to_far & (rows.gap <= MAX_SHADOW_GAP)
     gap = rows.gap[far_to_near].astype(np.float64)
     disparity = rows.fx[far_to_near] * (1.0 / rows.z_second[far_to_near] - 1.0 / rows.z_first[far_to_near])
     evidence = {"steps_without_shadow": steps, "edge_pixel_missing": round(missing, 4),
                 "steps_with_shadow_side": int(gap.size)}
     if gap.size < MIN_COUNT:
-        return edge, 0.0, {**evidence, "shadow": "too few far-to-near steps: no shadow fitted"}
+        return edge, None, evidence
     baselines = np.arange(0.0, 0.5 + 1e-9, 0.0005)
     width = np.floor(disparity[None, :] * baselines[:, None])
     expected = width + missing + (width == 0) * missing
-    errors = np.mean(np.minimum((gap[None, :] - expected) ** 2, OUTLIER_PX ** 2), axis=1)
-    baseline = float(baselines[int(np.argmin(errors))])
-    return edge, baseline, {**evidence, "shadow_mean_gap_px": round(float(gap.mean()), 3)}
+    residual = np.abs(gap[None, :] - expected)
+    best = int(np.argmin(np.mean(np.minimum(residual, OUTLIER_PX) ** 2, axis=1)))
+    rng = np.random.default_rng(0)
+    near_missing, far_missing = rng.random(gap.size) < missing, rng.random(gap.size) < missing
+    medians = np.median(width + near_missing + (width == 0) * far_missing, axis=1)
+    evidence["shadow_median_gap_px"] = float(np.median(gap))
+    if abs(medians[best] - np.median(gap)) <= 1.0:
+        return edge, float(baselines[best]), {**evidence, "shadow": "least squares, truncated at 3 px"}
+    # Real sensors' shadows scatter widely around the law: match the median gap instead.
+    best = min(int(np.searchsorted(medians, np.median(gap))), len(baselines) - 1)
+    return edge, float(baselines[best]), {**evidence, "shadow": "the median gap matched"}
 
 
 # ----------------------------------------------------------------------------- noise
@@ -284,9 +300,10 @@ def _static_runs(frames: list[Frame], min_length: int = 3) -> list[list[Frame]]:
     """Runs of consecutive frames of an unmoving scene: their differences are noise, without a shift."""
     runs, current = [], [frames[0]]
     for before, after in zip(frames, frames[1:]):
-        both = before.valid & after.valid
+        same_size = before.depth_m.shape == after.depth_m.shape
+        both = before.valid & after.valid if same_size else None
         static = False
-        if before.depth_m.shape == after.depth_m.shape and np.count_nonzero(both) >= 100:
+        if same_size and np.count_nonzero(both) >= 100:
             za, zb = before.depth_m[both].astype(np.float64), after.depth_m[both].astype(np.float64)
             d = zb - za
             spread = 1.4826 * float(np.median(np.abs(d - np.median(d))))
@@ -314,7 +331,7 @@ def _quantum_variance(z: np.ndarray, step: float, mode: str, millimetres: bool) 
 
 
 def fit_sigma(frames: list[Frame], step: float, mode: str, jump_m: float, min_range: float,
-              max_return: float) -> tuple[float, dict]:
+              max_return: float) -> tuple[float | None, dict]:
     """``k`` of σ = k z² from a static stretch (temporal spread) or, without one, from plane fits."""
     millimetres = any(f.millimetres for f in frames)
     runs = _static_runs(frames)
@@ -337,7 +354,7 @@ def fit_sigma(frames: list[Frame], step: float, mode: str, jump_m: float, min_ra
         method = "plane fits to 5x5 patches"
     values = np.concatenate(ratios)
     if values.size < MIN_COUNT:
-        raise ValueError("the recording has no static stretch and too few flat patches to fit sigma(z)")
+        return None, {"method": method, "samples": int(values.size)}
     k2 = float(np.mean(np.clip(values, np.percentile(values, 0.5), np.percentile(values, 99.5))))
     return math.sqrt(max(k2, 0.0)), {"method": method, "samples": int(values.size)}
 
@@ -366,37 +383,73 @@ def _plane_residuals(frame: Frame, step: float, mode: str, jump_m: float, min_ra
 
 
 # ----------------------------------------------------------------------------- all of it
-def fit_noise(frames: list[Frame], *, base_min_range_m: float, edge_jump_m: float, seed: int = 0) -> Fit:
-    """Fit every parameter of the sensor model to ``frames`` (see the module docstring)."""
+def fit_noise(frames: list[Frame], base, seed: int = 0) -> Fit:
+    """Fit every parameter of the sensor model to ``frames`` (see the module docstring).
+
+    ``base`` is the scenario the fit starts from: its ``noise.edge_jump_m`` defines an edge, and a
+    value the recording does not show (no smooth surface, no step, no static stretch or flat
+    patch, nothing near) is kept from it and listed in ``evidence["not_observed"]``.
+    """
     if not frames:
         raise ValueError("no depth frame to fit")
     if not any(f.valid.any() for f in frames):
         raise ValueError("no frame holds a valid depth reading")
     rng = np.random.default_rng(seed)
+    noise, jump = base.noise, base.noise.edge_jump_m
     fit = Fit()
     step, mode, fit.evidence["quantization"] = fit_quantization(frames, rng)
-    min_range, max_return, fit.evidence["range"] = fit_range(frames, base_min_range_m)
-    dropout, fit.evidence["dropout"] = fit_dropout(frames, edge_jump_m, min_range, max_return)
-    edge, baseline, fit.evidence["edges"] = fit_edges_and_shadow(frames, edge_jump_m, dropout, min_range,
-                                                                 max_return)
-    sigma, fit.evidence["sigma"] = fit_sigma(frames, step, mode, edge_jump_m, min_range, max_return)
+    min_range, max_return, fit.evidence["range"] = fit_range(frames, base.camera.min_range_m)
+    dropout, fit.evidence["dropout"] = fit_dropout(frames, jump, min_range, max_return)
+    not_observed = [] if dropout is not None else ["noise.dropout"]
+    dropout = noise.dropout if dropout is None else dropout
+    edge, baseline, fit.evidence["edges"] = fit_edges_and_shadow(frames, jump, dropout, min_range, max_return,
+                                                                 noise.edge_hole_prob)
+    sigma, fit.evidence["sigma"] = fit_sigma(frames, step, mode, jump, min_range, max_return)
+    for key, value in (("noise.edge_hole_prob", edge), ("noise.shadow_baseline_m", baseline),
+                       ("noise.stereo_sigma_per_m2", sigma)):
+        if value is None:
+            not_observed.append(key)
+    if fit.evidence["range"]["min_range"].startswith("not observed"):
+        not_observed.append("camera.min_range_m")
     fit.values = {"camera.min_range_m": round(min_range, 4),
-                  "noise.stereo_sigma_per_m2": round(sigma, 6), "noise.dropout": round(dropout, 5),
-                  "noise.edge_hole_prob": round(edge, 4), "noise.edge_jump_m": edge_jump_m,
-                  "noise.shadow_baseline_m": round(baseline, 4), "noise.quantization_m": round(step, 6),
-                  "noise.quantization_mode": mode, "noise.max_return_m": round(max_return, 3)}
+                  "noise.stereo_sigma_per_m2": round(noise.stereo_sigma_per_m2 if sigma is None else sigma, 6),
+                  "noise.dropout": round(dropout, 5),
+                  "noise.edge_hole_prob": round(noise.edge_hole_prob if edge is None else edge, 4),
+                  "noise.edge_jump_m": jump,
+                  "noise.shadow_baseline_m": round(noise.shadow_baseline_m if baseline is None else baseline, 4),
+                  "noise.quantization_m": round(step, 6), "noise.quantization_mode": mode,
+                  "noise.max_return_m": round(max_return, 3)}
+    fit.evidence["not_observed"] = not_observed
     fit.evidence["hole_fraction"] = round(float(np.mean([1.0 - f.valid.mean() for f in frames])), 4)
     return fit
 
 
 def hole_statistics(frames: list[Frame], jump_m: float, min_range: float, max_return: float) -> dict:
-    """What the sensor model must reproduce: hole share, isolated holes, holes beside steps, shadow gaps."""
+    """What the sensor model must reproduce: the hole share, the isolated holes' share, the chance that
+    a pixel beside a step is missing, and the median gap at far-to-near steps along rows (shadows);
+    None for a figure the frames show too little of."""
     dropout, _ = fit_dropout(frames, jump_m, min_range, max_return)
     rows = _steps(frames, 1, jump_m, min_range, max_return)
     cols = _steps(frames, 0, jump_m, min_range, max_return)
     near_to_far = rows.z_first < rows.z_second
     missing, steps = _missing_share(np.concatenate([cols.gap, rows.gap[near_to_far]]))
-    far_to_near = ~near_to_far & (rows.gap <= MAX_SHADOW_GAP)
+    far_to_near = ~near_to_far
     return {"hole_fraction": float(np.mean([1.0 - f.valid.mean() for f in frames])),
-            "isolated_holes": dropout, "edge_pixel_missing": missing, "steps": steps,
-            "shadow_gap_px": float(rows.gap[far_to_near].mean()) if far_to_near.any() else 0.0}
+            "isolated_holes": dropout, "edge_pixel_missing": None if math.isnan(missing) else missing,
+            "steps": steps,
+            "shadow_gap_px": float(np.median(rows.gap[far_to_near])) if far_to_near.sum() >= MIN_COUNT else None}
+
+
+def fill_small_holes(depth_m: np.ndarray, iterations: int) -> np.ndarray:
+    """The surfaces behind the small holes of a frame: each hole pixel within ``iterations`` pixels of
+    a reading takes its farthest valid 4-neighbour's depth (the holes at steps and in shadows lie
+    on the far surface), repeatedly; larger no-return regions stay NaN."""
+    depth = np.where(np.isfinite(depth_m) & (depth_m > 0), depth_m, np.nan).astype(np.float32)
+    for _ in range(iterations):
+        hole = np.isnan(depth)
+        if not hole.any():
+            break
+        padded = np.pad(depth, 1, constant_values=np.nan)
+        neighbours = np.stack([padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]])
+        depth = np.where(hole, np.fmax.reduce(neighbours, axis=0), depth)
+    return depth

@@ -73,8 +73,7 @@ def calibrate(bag: Path, out: Path, scenario: str = "default", *, image_topic: s
         raise
     finally:
         bar.close()
-    fit = fit_noise(frames, base_min_range_m=base.camera.min_range_m, edge_jump_m=base.noise.edge_jump_m,
-                    seed=seed)
+    fit = fit_noise(frames, base, seed=seed)
     overlay = overlay_for(fit.values, base, spread)
     merged = parse_scenario(merge_overlay(base.to_dict(), overlay), f"overlay for {out}")
     report = {"bag": str(bag), "bag_sha256": bag_sha256(Path(bag)), "frames": len(frames),
@@ -95,4 +94,5 @@ def calibrate(bag: Path, out: Path, scenario: str = "default", *, image_topic: s
 
 def main_report(report: dict) -> str:
     """The one JSON line ``calibrate`` prints."""
-    return json.dumps({"out": report["out"], "frames": report["frames"], "fitted": report["fitted"]})
+    return json.dumps({"out": report["out"], "frames": report["frames"], "fitted": report["fitted"],
+                       "not_observed": report["evidence"]["not_observed"]})
