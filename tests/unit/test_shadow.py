@@ -12,7 +12,8 @@ from sim2real.runtime.shadow import ShadowAgreement
 
 
 @pytest.mark.parametrize("linear, angular, want", [
-    (0.5, 0.0, FORWARD), (0.3, 0.2, LEFT), (0.3, -0.2, RIGHT), (0.0, 0.15, LEFT), (0.0, -0.149, None),
+    (0.5, 0.0, FORWARD), (0.3, 0.4, LEFT), (0.3, -0.4, RIGHT), (0.0, 0.3, LEFT), (0.0, -0.299, None),
+    (0.3, 0.2, FORWARD),
     (0.04, 0.0, None), (-0.4, 0.0, None), (0.0, 0.0, None), (math.nan, 0.0, None), (0.5, math.inf, None),
 ])
 def test_a_command_means_a_class_turns_first(linear, angular, want):
@@ -27,6 +28,7 @@ def test_the_policys_own_twists_map_back_to_their_actions():
 
 def test_thresholds_are_checked_and_move_the_boundary():
     assert command_class(0.0, 0.3, CommandThresholds(angular_z=0.4)) is None
+    assert command_class(0.0, 0.2, CommandThresholds(angular_z=0.15)) == LEFT
     assert command_class(0.1, 0.0, CommandThresholds(linear_x=0.2)) is None
     for bad in (0.0, -1.0, math.nan, math.inf):
         with pytest.raises(ValueError, match="angular_z"):

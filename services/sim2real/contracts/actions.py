@@ -57,7 +57,7 @@ def choose(logits) -> tuple[int, bool]:
 # A driver's command → the action it means (validate's labels, shadow mode's agreement): a turn when
 # |angular.z| reaches ANGULAR_THRESHOLD_RADPS (left for +z), else forward when linear.x reaches
 # LINEAR_THRESHOLD_MPS, else stopped (None: reversing and creeping count as stopped).
-ANGULAR_THRESHOLD_RADPS = 0.15
+ANGULAR_THRESHOLD_RADPS = 0.3
 LINEAR_THRESHOLD_MPS = 0.05
 
 

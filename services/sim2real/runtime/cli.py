@@ -126,7 +126,7 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds of decisions the shadow agreement covers (default 30)")
     p.add_argument("--shadow-lag", type=float,
                    help="the driver's reaction lag in seconds: each image is compared with the command in "
-                        "effect this long after it (default 0.2)")
+                        "effect this long after it (default 0.3)")
     p.add_argument("--ros-args", nargs=argparse.REMAINDER, default=[],
                    help="the rest goes to ROS, e.g. --ros-args -r /cmd_vel:=/robot/cmd_vel")
 

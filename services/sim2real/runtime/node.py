@@ -125,7 +125,7 @@ class NodeParams:
     shadow_topic: str = "/sim2real/shadow/cmd_vel"
     teleop_topic: str = ROBOT_CMD_VEL
     shadow_window_s: float = 30.0
-    shadow_lag_s: float = 0.2
+    shadow_lag_s: float = 0.3
     shadow_max_age_s: float = 0.5
     label_angular_z: float = ANGULAR_THRESHOLD_RADPS
     label_linear_x: float = LINEAR_THRESHOLD_MPS

@@ -44,7 +44,7 @@ class Decision:
 class ShadowAgreement:
     """Rolling agreement between the policy's decisions and the driver's commands (times in seconds)."""
 
-    def __init__(self, window_s: float = 30.0, lag_s: float = 0.2, max_age_s: float = 0.5,
+    def __init__(self, window_s: float = 30.0, lag_s: float = 0.3, max_age_s: float = 0.5,
                  thresholds: CommandThresholds = CommandThresholds()):
         for name, value, low in (("window_s", window_s, 0.0), ("max_age_s", max_age_s, 0.0)):
             if not low < value < float("inf"):
