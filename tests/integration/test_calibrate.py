@@ -105,8 +105,10 @@ def test_a_simulated_recording_gives_back_its_sensor(tmp_path, capsys, name, set
 def test_spread_zero_makes_datagen_draw_the_fitted_value(tmp_path, capsys):
     frames, intrinsics = render(STRUCTURED, seed=3, worlds=2, per_world=6, still=4)
     bag = record(tmp_path / "bag", frames, intrinsics, "16UC1", "mcap")
-    out = tmp_path / "exact.yaml"
-    assert main(["calibrate", "--bag", str(bag), "--out", str(out), "--spread", "0"]) == 0, capsys.readouterr().err
+    out, report = tmp_path / "exact.yaml", tmp_path / "fit.json"
+    assert main(["calibrate", "--bag", str(bag), "--out", str(out), "--spread", "0", "--max-frames", "10",
+                 "--json", str(report)]) == 0, capsys.readouterr().err
+    assert json.loads(report.read_text())["frames"] == 10, "thinned to --max-frames"
     scenario = load_scenario(out)
     assert scenario.randomization.dropout == (scenario.noise.dropout, scenario.noise.dropout)
     assert scenario.randomization.min_range_m == (scenario.camera.min_range_m,) * 2
@@ -217,6 +219,7 @@ def test_what_a_recording_does_not_show_is_kept_from_the_base_and_said(tmp_path,
 @pytest.mark.parametrize("argv, expected", [
     (["--bag", "missing"], "bag not found"),
     (["--spread", "1.5"], "--spread must be within [0, 1)"),
+    (["--max-frames", "0"], "--max-frames must be at least 1"),
     (["--scenario", "nowhere"], "neither a file nor a built-in"),
 ])
 def test_bad_arguments_are_refused(tmp_path, capsys, argv, expected):

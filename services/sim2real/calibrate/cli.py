@@ -11,7 +11,8 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     report = calibrate(Path(args.bag), Path(args.out), args.scenario, image_topic=args.image_topic,
                        camera_info_topic=args.camera_info_topic, spread=args.spread,
-                       json_out=Path(args.json) if args.json else None, seed=args.seed)
+                       json_out=Path(args.json) if args.json else None, seed=args.seed,
+                       max_frames=args.max_frames)
     print(main_report(report))
     return 0
 
@@ -34,6 +35,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--spread", type=float, default=0.25,
                    help="datagen draws each fitted value within ± this share of it (default %(default)s; 0: "
                         "exactly the fitted value)")
+    p.add_argument("--max-frames", type=int, default=200,
+                   help="fit at most this many frames, in runs of 10 consecutive ones spread over the recording "
+                        "(default %(default)s)")
     p.add_argument("--json", help="also write the fit's report here: each value and how it was found")
     p.add_argument("--seed", type=int, default=0, help="random seed for subsampling (default %(default)s)")
     p.set_defaults(func=_calibrate)

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from sim2real.calibrate.fit import fit_noise
-from sim2real.calibrate.recording import bag_sha256, read_depth_frames
+from sim2real.calibrate.recording import MAX_FRAMES, bag_sha256, read_depth_frames
 from sim2real.contracts.manifest import atomic_path, write_json_atomic
 from sim2real.contracts.scenario import BUILTIN_DIR, Scenario, load_scenario, merge_overlay, parse_scenario
 from sim2real.progress import progress_bar
@@ -58,16 +58,18 @@ def overlay_for(values: dict, base: Scenario, spread: float) -> dict:
 
 def calibrate(bag: Path, out: Path, scenario: str = "default", *, image_topic: str = "/camera/depth/image_raw",
               camera_info_topic: str = "/camera/depth/camera_info", spread: float = 0.25,
-              json_out: Path | None = None, seed: int = 0) -> dict:
+              json_out: Path | None = None, seed: int = 0, max_frames: int = MAX_FRAMES) -> dict:
     """Fit the sensor model to ``bag``, write the overlay to ``out``; return the fit's report."""
     if not 0.0 <= spread < 1.0:
         raise ValueError(f"--spread must be within [0, 1), got {spread}")
+    if max_frames < 1:
+        raise ValueError(f"--max-frames must be at least 1, got {max_frames}")
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; give the overlay's file name (e.g. calibrated.yaml)")
     base = load_scenario(scenario)
     bar = progress_bar(desc="calibrate: reading", unit="frames")
     try:
-        frames = read_depth_frames(bag, image_topic, camera_info_topic, progress=bar)
+        frames = read_depth_frames(bag, image_topic, camera_info_topic, progress=bar, max_frames=max_frames)
     except BaseException:
         bar.disable = True      # the error is the last word, not a progress line
         raise

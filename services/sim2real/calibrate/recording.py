@@ -4,6 +4,10 @@ The bag is read with the rosbags library, as ``replay`` reads it. Each depth ima
 the latest CameraInfo stamped at or before it (else the first one), whose size must be the
 image's. A bag without the depth topic or without CameraInfo, a topic of another message type,
 an image that is not depth, or header stamps that go back in time is refused with one line.
+
+A long recording is thinned to at most ``max_frames`` frames, kept in runs of ``BLOCK`` consecutive
+frames spread evenly over it (a static stretch stays a stretch); every image's stamp and encoding
+are still checked.
 """
 
 from __future__ import annotations
@@ -12,10 +16,26 @@ import bisect
 import hashlib
 from pathlib import Path
 
+import numpy as np
+
 from sim2real.calibrate.fit import Frame
 from sim2real.contracts.camera import CameraError, Intrinsics
 from sim2real.runtime.replay import CAMERA_INFO_TYPE, IMAGE_TYPE, _rosbags
-from sim2real.runtime.ros_image import ImageError, decode_depth
+from sim2real.runtime.ros_image import ENCODINGS, ImageError, decode_depth
+
+BLOCK = 10
+MAX_FRAMES = 200
+
+
+def kept_indices(total: int, max_frames: int, block: int = BLOCK) -> set[int] | None:
+    """Which of ``total`` frames to keep: all (None), or runs of ``block`` spread evenly."""
+    if max_frames < 1:
+        raise ValueError(f"--max-frames must be at least 1, got {max_frames}")
+    if total <= max_frames:
+        return None
+    block = min(block, max_frames)
+    starts = np.linspace(0, total - block, max(max_frames // block, 1)).round().astype(int)
+    return {int(start) + i for start in starts for i in range(block)}
 
 
 def bag_sha256(bag: Path) -> str:
@@ -47,8 +67,9 @@ def _check_topic(reader, bag: Path, topic: str, msgtype: str, what: str) -> list
 
 
 def read_depth_frames(bag: str | Path, image_topic: str = "/camera/depth/image_raw",
-                      camera_info_topic: str = "/camera/depth/camera_info", progress=None) -> list[Frame]:
-    """Every depth image on ``image_topic`` as a :class:`Frame` (metres, NaN = no return, fx in pixels)."""
+                      camera_info_topic: str = "/camera/depth/camera_info", progress=None,
+                      max_frames: int = MAX_FRAMES) -> list[Frame]:
+    """The depth images on ``image_topic`` as :class:`Frame` (metres, NaN = no return, fx in pixels)."""
     bag = Path(bag)
     if not bag.exists():
         raise FileNotFoundError(f"bag not found: {bag}")
@@ -61,6 +82,8 @@ def read_depth_frames(bag: str | Path, image_topic: str = "/camera/depth/image_r
     try:
         images = _check_topic(reader, bag, image_topic, IMAGE_TYPE, "depth image")
         infos = _check_topic(reader, bag, camera_info_topic, CAMERA_INFO_TYPE, "CameraInfo")
+        keep = kept_indices(sum(int(c.msgcount) for c in images), max_frames)
+        seen, last_stamp = 0, None
         info_stamps: list[int] = []
         info_values: list[Intrinsics] = []
         raw_images = []
@@ -77,18 +100,24 @@ def read_depth_frames(bag: str | Path, image_topic: str = "/camera/depth/image_r
                 info_stamps.insert(index, stamp)
                 info_values.insert(index, intrinsics)
                 continue
-            stamp = _stamp(msg)
-            if raw_images and stamp < raw_images[-1][0]:
-                raise ValueError(f"{bag}: header stamps on '{image_topic}' go back in time (image {len(raw_images)} "
-                                 f"at {stamp} ns after one at {raw_images[-1][0]} ns): out of order")
-            try:
-                depth = decode_depth(msg)
-            except ImageError as exc:
-                raise ValueError(f"{bag}: image {len(raw_images)} on '{image_topic}' is not a depth image: "
-                                 f"{exc}") from None
-            raw_images.append((stamp, depth, msg.encoding == "16UC1"))
+            stamp, index = _stamp(msg), seen
+            seen += 1
+            if last_stamp is not None and stamp < last_stamp:
+                raise ValueError(f"{bag}: header stamps on '{image_topic}' go back in time (image {index} "
+                                 f"at {stamp} ns after one at {last_stamp} ns): out of order")
+            last_stamp = stamp
             if progress is not None:
                 progress.update(1)
+            try:
+                if msg.encoding not in ENCODINGS:
+                    raise ImageError(f"encoding {str(msg.encoding)[:40]!r} is not a depth encoding "
+                                     f"(expected one of {', '.join(ENCODINGS)})")
+                if keep is not None and index not in keep:
+                    continue
+                depth = decode_depth(msg)
+            except ImageError as exc:
+                raise ValueError(f"{bag}: image {index} on '{image_topic}' is not a depth image: {exc}") from None
+            raw_images.append((stamp, depth, msg.encoding == "16UC1"))
     finally:
         reader.close()
     if not raw_images:
