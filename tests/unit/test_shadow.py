@@ -122,3 +122,13 @@ def test_remapping_is_seen_through_the_resolver():
     remapped = {"/sim2real/shadow/cmd_vel": "/cmd_vel"}
     with pytest.raises(ValueError, match="resolves to /cmd_vel"):
         params.check_shadow_output(lambda name: remapped.get("/" + name.lstrip("/"), "/" + name.lstrip("/")))
+
+
+def test_deploy_checks_shadow_node_args_as_the_node_does():
+    from sim2real.runtime.cli import serve_overrides
+
+    overrides = serve_overrides(["--shadow", "--ros-args", "-p", "shadow_topic:=/cmd_vel"])
+    assert overrides["shadow"] is True
+    with pytest.raises(ValueError, match="resolves to /cmd_vel"):
+        NodeParams(model_path="m", **overrides).validate()
+    NodeParams(model_path="m", **serve_overrides(["--shadow", "--teleop-topic", "/joy/cmd_vel"])).validate()
