@@ -26,7 +26,8 @@ where no other stage of the model can act:
   it), ``b`` is the smallest baseline whose predicted median gap reaches the observed one.
 - **range** (``camera.min_range_m``, ``max_return_m``): the nearest valid reading when no-return
   pixels border readings close to it (else the recording never came near, and the base value is
-  kept, capped at the nearest reading). A far cut when a quarter or more of the farthest readings
+  kept, capped at the nearest reading); the 21st smallest reading, so that a stray pixel does not
+  set it. A far cut when a quarter or more of the farthest readings
   (within 10 % of the farthest) border no-return pixels, and the frames that see far all end at
   about the same depth (their farthest readings within 10 %; with fewer than 10 frames, when 40 %
   or more border holes instead); it lies at the median depth of that border. When every surface
@@ -48,6 +49,7 @@ LATTICE_SHARE = 0.9
 STEP_FACTOR = 1.0           # a step above STEP_FACTOR * edge_jump_m * z_near² is a depth edge
 MAX_SHADOW_GAP = 200
 OUTLIER_PX = 3.0            # a gap this far from the shadow law has another cause (open space, another object)
+NEAREST_RANK = 20          # the nearest reading is the 21st smallest: a stray pixel does not set the range
 MIN_COUNT = 30              # fewest samples behind a fitted value
 
 
@@ -153,7 +155,9 @@ def _borders_hole(valid: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- range
 def fit_range(frames: list[Frame], base_min_m: float) -> tuple[float, float, dict]:
     """(min range, max return or 0, evidence)."""
-    nearest = min(float(np.min(f.depth_m[f.valid])) for f in frames if f.valid.any())
+    readings = np.concatenate([f.depth_m[f.valid] for f in frames])
+    rank = min(NEAREST_RANK, readings.size - 1)
+    nearest = float(np.partition(readings, rank)[rank])
     farthest = max(float(np.max(f.depth_m[f.valid])) for f in frames if f.valid.any())
     near_border = far_border = far_top = 0
     border_depths = []
