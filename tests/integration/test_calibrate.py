@@ -115,14 +115,19 @@ def test_spread_zero_makes_datagen_draw_the_fitted_value(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- bad recordings
-def write_bag(path: Path, messages: list[tuple[str, str, int, object]], storage: str = "mcap") -> Path:
-    """A rosbag2 of ``(topic, type, log time ns, rosbags message)``."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
+def write_bag(path: Path, messages: list[tuple[str, str, int, object]], storage: str = "mcap",
+              compression: str | None = None) -> Path:
+    """A rosbag2 of ``(topic, type, log time ns, rosbags message)``; ``compression``: ``file`` or
+    ``message`` (zstd, as ``ros2 bag record --compression-mode``)."""
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
     store = get_typestore(Stores.LATEST)
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-    with Writer(path, version=Writer.VERSION_LATEST, storage_plugin=plugin) as writer:
+    writer = Writer(path, version=Writer.VERSION_LATEST, storage_plugin=plugin)
+    if compression:
+        writer.set_compression(CompressionMode[compression.upper()], CompressionFormat.ZSTD)
+    with writer:
         connections = {}
         for topic, msgtype, t_ns, msg in messages:
             if topic not in connections:
@@ -203,9 +208,11 @@ def test_a_bad_recording_is_refused_in_one_line_and_nothing_is_written(tmp_path,
     assert list(out.parent.iterdir()) == []
 
 
-def test_what_a_recording_does_not_show_is_kept_from_the_base_and_said(tmp_path, capsys):
-    """A still camera before a flat wall: no step (edge holes, shadow) and nothing near (min range)."""
-    bag = write_bag(tmp_path / "wall", _good(_store(), n=4))
+@pytest.mark.parametrize("compression", [None, "file", "message"])
+def test_what_a_recording_does_not_show_is_kept_from_the_base_and_said(tmp_path, capsys, compression):
+    """A still camera before a flat wall: no step (edge holes, shadow) and nothing near (min range).
+    Compressed bags (zstd, per file or per message) read the same."""
+    bag = write_bag(tmp_path / "wall", _good(_store(), n=4), compression=compression)
     out = tmp_path / "wall.yaml"
     assert main(["calibrate", "--bag", str(bag), "--out", str(out), "--json", str(tmp_path / "fit.json")]) == 0
     printed = json.loads(capsys.readouterr().out)
