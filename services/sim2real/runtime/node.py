@@ -449,8 +449,9 @@ class PolicyNode:
                 CameraInfo, self.params.camera_info_topic, self.pipeline.camera.update, qos_profile_sensor_data)
         self.teleop_subscription = None
         if self.shadow is not None:
+            # best effort: hears reliable and best-effort drivers alike
             self.teleop_subscription = self.node.create_subscription(TwistMsg, self.params.teleop_topic,
-                                                                     self._on_teleop, 10)
+                                                                     self._on_teleop, qos_profile_sensor_data)
         tick = min(self.params.watchdog_timeout_s / 4.0, 0.05)
         self.watchdog_timer = self.node.create_timer(tick, self._on_watchdog)
         self.diag_timer = self.node.create_timer(self.params.diagnostics_period_s, self._on_diagnostics)
