@@ -54,6 +54,7 @@ _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # above the highest camera mount, whichever is higher (Scenario.robot_top_m).
 ROBOT_GROUND_CLEARANCE_M = 0.01
 CAMERA_HOUSING_M = 0.03
+MAX_OVERLAY_DEPTH = 8             # an overlay's base may itself be an overlay, this many times
 
 
 class ScenarioError(ValueError):
@@ -594,22 +595,27 @@ def parse_scenario(data: object, source: str = "<dict>", kinds: dict | None = No
         raise ScenarioError(_format_error(source, exc)) from None
 
 
-def load_scenario(name_or_path: str | Path) -> Scenario:
-    """Load a built-in scenario by name, or a user's YAML file by path."""
-    text = str(name_or_path)
+def _scenario_path(text: str, relative_to: Path | None = None) -> Path:
+    """A built-in's file for a name, else the path (relative to an overlay's folder when it has one)."""
     path = Path(text)
+    if relative_to is not None and not path.is_absolute() and path.suffix:
+        path = relative_to / path
     if not path.suffix and not path.exists():
         path = BUILTIN_DIR / f"{text}.yaml"
         if not path.exists():
             raise ScenarioError(
                 f"scenario '{text}' is neither a file nor a built-in (built-ins: {', '.join(builtin_names())})"
             )
+    return path
+
+
+def _read_yaml(path: Path) -> object:
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             raise ScenarioError(f"scenario {path}: {size} bytes is larger than a scenario can be "
                                 f"({MAX_FILE_BYTES} bytes)")
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
     except FileNotFoundError:
         raise ScenarioError(f"scenario file not found: {path}") from None
     except IsADirectoryError:
@@ -620,7 +626,43 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         raise ScenarioError(f"scenario {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     except RecursionError:
         raise ScenarioError(f"scenario {path}: nested too deeply") from None
-    return parse_scenario(raw, str(path))
+
+
+def merge_overlay(base: dict, overlay: dict) -> dict:
+    """``overlay`` over ``base``: mappings merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_overlay(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _resolve_base(raw: object, path: Path, depth: int = 0) -> object:
+    """An overlay (a file with ``base: <name or path>``) merged over its base, recursively."""
+    if not isinstance(raw, dict) or "base" not in raw:
+        return raw
+    if depth >= MAX_OVERLAY_DEPTH:
+        raise ScenarioError(f"scenario {path}: more than {MAX_OVERLAY_DEPTH} overlays deep (a 'base' loop?)")
+    base = raw["base"]
+    if not isinstance(base, str) or not base:
+        raise ScenarioError(f"scenario {path}: 'base' must name a built-in scenario or a file, got {base!r}")
+    base_path = _scenario_path(base, path.parent)
+    base_raw = _resolve_base(_read_yaml(base_path), base_path, depth + 1)
+    if not isinstance(base_raw, dict):
+        raise ScenarioError(f"scenario {base_path}: expected a mapping at the top level")
+    return merge_overlay(base_raw, {key: value for key, value in raw.items() if key != "base"})
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """Load a built-in scenario by name, or a user's YAML file by path.
+
+    A file with ``base: <name or path>`` is an overlay: its keys are merged over that scenario's
+    (a relative path is taken from the overlay's folder).
+    """
+    path = _scenario_path(str(name_or_path))
+    return parse_scenario(_resolve_base(_read_yaml(path), path), str(path))
 
 
 def bounds_markdown() -> str:
