@@ -325,3 +325,18 @@ def test_block_intervals_are_wider_than_frames_counted_as_independent(tmp_path, 
         assert agreement["value"] == round(80 / 90, 4)
         widths[block] = agreement["ci95"][1] - agreement["ci95"][0]
     assert widths[2.0] > 1.5 * widths[0.1], widths
+
+
+def test_recorded_labels_follow_the_one_twist_to_class_rule():
+    """validate/ingest label arrays of commands; the node's shadow mode labels one at a time: same rule."""
+    from sim2real.contracts.actions import CommandThresholds, command_class
+    from sim2real.recordings.labels import STOPPED, Labelling
+
+    values = np.array([-np.inf, -1.0, -0.3, -0.2999, -0.05, 0.0, 0.0499, 0.05, 0.2999, 0.3, 1.0, np.inf, np.nan])
+    linear, angular = (a.ravel() for a in np.meshgrid(values, values))
+    for thresholds in (CommandThresholds(), CommandThresholds(angular_z=0.1, linear_x=0.2)):
+        labelling = Labelling(thresholds.angular_z, thresholds.linear_x, lag_s=0.3, max_age_s=0.5)
+        vectorised = labelling.label(linear, angular)
+        for lx, az, got in zip(linear, angular, vectorised):
+            want = command_class(float(lx), float(az), thresholds)
+            assert got == (STOPPED if want is None else want), (lx, az)

@@ -59,6 +59,10 @@ def choose(logits) -> tuple[int, bool]:
 # LINEAR_THRESHOLD_MPS, else stopped (None: reversing and creeping count as stopped).
 ANGULAR_THRESHOLD_RADPS = 0.3
 LINEAR_THRESHOLD_MPS = 0.05
+# An image's driver label is the command in effect REACTION_LAG_S after it (the driver reacts to
+# what the camera saw), if that command is at most COMMAND_MAX_AGE_S old (validate, ingest, shadow).
+REACTION_LAG_S = 0.3
+COMMAND_MAX_AGE_S = 0.5
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,13 @@ class Labelling:
     max_age_s: float
 
     def label(self, linear_x: np.ndarray, angular_z: np.ndarray) -> np.ndarray:
-        """Per command: FORWARD, LEFT, RIGHT or STOPPED (int8)."""
+        """Per command: FORWARD, LEFT, RIGHT or STOPPED (int8); ``contracts.actions.command_class`` over arrays
+        (a non-finite command is a stop)."""
         linear, angular = np.asarray(linear_x, float), np.asarray(angular_z, float)
         turning = np.abs(angular) >= self.angular_threshold
         labels = np.where(linear >= self.linear_threshold, FORWARD, STOPPED)
         labels = np.where(turning, np.where(angular > 0, LEFT, RIGHT), labels)
+        labels = np.where(np.isfinite(linear) & np.isfinite(angular), labels, STOPPED)
         return labels.astype(np.int8)
 
 

@@ -10,6 +10,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from sim2real.contracts.actions import (
+    ANGULAR_THRESHOLD_RADPS,
+    COMMAND_MAX_AGE_S,
+    LINEAR_THRESHOLD_MPS,
+    REACTION_LAG_S,
+)
 from sim2real.recordings.bags import IMAGE_TIMES, Topics
 from sim2real.recordings.labels import Labelling, TimeRange
 from sim2real.settings import option
@@ -30,13 +36,13 @@ class RecordingSettings:
                                     metavar="W,H,FX,FY,CX,CY")
     image_time: str = option("header", "time an image by its header stamp (capture) or its log time (arrival)",
                              choices=IMAGE_TIMES)
-    angular_threshold: float = option(0.3, "a command with |angular.z| at or above this (rad/s) is a turn",
+    angular_threshold: float = option(ANGULAR_THRESHOLD_RADPS, "a command with |angular.z| at or above this (rad/s) is a turn",
                                       metavar="RAD_S")
-    linear_threshold: float = option(0.05, "a command that is not a turn, with linear.x at or above this (m/s), "
+    linear_threshold: float = option(LINEAR_THRESHOLD_MPS, "a command that is not a turn, with linear.x at or above this (m/s), "
                                            "is forward; below: stopped", metavar="M_S")
-    lag_s: float = option(0.3, "the driver's reaction time: an image's label is the command in effect this many "
+    lag_s: float = option(REACTION_LAG_S, "the driver's reaction time: an image's label is the command in effect this many "
                                "seconds after it", flag="--lag", metavar="S")
-    max_age_s: float = option(0.5, "a command older than this (s) at that time labels nothing (the joystick "
+    max_age_s: float = option(COMMAND_MAX_AGE_S, "a command older than this (s) at that time labels nothing (the joystick "
                                    "went quiet)", flag="--max-age", metavar="S")
     exclude: tuple[str, ...] = option((), "leave out this time range, seconds from the recording's start (a "
                                           "driver's mistake); BAG@START:END only in the bag of that name; "

@@ -40,8 +40,10 @@ from sim2real.contracts import actions as action_space
 from sim2real.contracts.actions import (
     ACTIONS,
     ANGULAR_THRESHOLD_RADPS,
+    COMMAND_MAX_AGE_S,
     FORWARD_SPEED_MPS,
     LINEAR_THRESHOLD_MPS,
+    REACTION_LAG_S,
     STOP,
     TURN_RATE_RADPS,
     CommandThresholds,
@@ -125,8 +127,8 @@ class NodeParams:
     shadow_topic: str = "/sim2real/shadow/cmd_vel"
     teleop_topic: str = ROBOT_CMD_VEL
     shadow_window_s: float = 30.0
-    shadow_lag_s: float = 0.3
-    shadow_max_age_s: float = 0.5
+    shadow_lag_s: float = REACTION_LAG_S
+    shadow_max_age_s: float = COMMAND_MAX_AGE_S
     label_angular_z: float = ANGULAR_THRESHOLD_RADPS
     label_linear_x: float = LINEAR_THRESHOLD_MPS
 

@@ -20,7 +20,14 @@ import bisect
 import collections
 from dataclasses import dataclass
 
-from sim2real.contracts.actions import ACTIONS, FORWARD, CommandThresholds, command_class
+from sim2real.contracts.actions import (
+    ACTIONS,
+    COMMAND_MAX_AGE_S,
+    FORWARD,
+    REACTION_LAG_S,
+    CommandThresholds,
+    command_class,
+)
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,7 @@ class Decision:
 class ShadowAgreement:
     """Rolling agreement between the policy's decisions and the driver's commands (times in seconds)."""
 
-    def __init__(self, window_s: float = 30.0, lag_s: float = 0.3, max_age_s: float = 0.5,
+    def __init__(self, window_s: float = 30.0, lag_s: float = REACTION_LAG_S, max_age_s: float = COMMAND_MAX_AGE_S,
                  thresholds: CommandThresholds = CommandThresholds()):
         for name, value, low in (("window_s", window_s, 0.0), ("max_age_s", max_age_s, 0.0)):
             if not low < value < float("inf"):
