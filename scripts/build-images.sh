@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
         --tag) TAG="$2"; shift 2 ;;
         --prefix) PREFIX="$2"; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         -*) echo "build-images.sh: unknown option $1" >&2; exit 2 ;;
         *) [ -f "images/$1/image.env" ] || { echo "build-images.sh: no image $1 (no images/$1/image.env)" >&2; exit 2; }
            IMAGES+=("$1"); shift ;;
