@@ -21,18 +21,22 @@ from pathlib import Path
 
 import numpy as np
 
-from sim2real.contracts.actions import STOP
+from sim2real.contracts.actions import STOP, Twist
 from sim2real.contracts.evaluation import MAX_EPISODES, MAX_LATENCY_MS
 from sim2real.contracts.manifest import write_json_atomic
 from sim2real.contracts.scenario import Scenario, load_scenario
 from sim2real.environment import scoped_environ
 from sim2real.eval.frames import command_label, encode_frame, frame_steps, select_samples
 from sim2real.eval.policies import Policy, make_policy
+from sim2real.eval.turns import (TURN_IN_PLACE_FAIL_S, failed_turning_in_place, longest_turn_in_place_steps,
+                                 turn_reversals)
 from sim2real.sim import registry
 from sim2real.sim.base import SimBackend
+from sim2real.sim.physics import CommandLink, sample_physics
 from sim2real.sim.world import nominal_camera, sample_free_pose, sample_world
 
 MAX_TRAJECTORY_POINTS = 200
+PHYSICS_STREAM = 1          # SeedSequence([seed, index, PHYSICS_STREAM]) draws an episode's robot physics
 WILSON_Z = 1.96
 
 
@@ -110,7 +114,8 @@ class EpisodeInterrupted(Exception):
 
 
 def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: int, index: int,
-                latency_ms: float = 0.0, interrupt: Callable[[], bool] | None = None) -> dict:
+                latency_ms: float = 0.0, interrupt: Callable[[], bool] | None = None,
+                record: bool = False) -> dict:
     """One closed-loop episode. Returns its record plus ``_latencies`` (ms per step) and ``_frames``
     (sample depth frames, :mod:`sim2real.eval.frames`), which ``summarize`` removes.
 
@@ -120,22 +125,30 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
     world = sample_world(scenario, rng)
     start = sample_free_pose(world, scenario.obstacles.start_clearance_m, rng)
+    # The robot's physics come from their own stream: the world, the start and the sensor noise of
+    # episode i are the same whatever the physics section says.
+    physics_rng = np.random.default_rng(np.random.SeedSequence([seed, index, PHYSICS_STREAM]))
+    physics = sample_physics(scenario.physics, physics_rng)
+    link = CommandLink(physics, latency_ms, physics_rng)
+    backend.set_physics(physics)
     backend.load(world)
     backend.reset_robot(start)
+    policy.reset()
     camera = nominal_camera(scenario)
     robot, episode = scenario.robot, scenario.episode
     dt = 1.0 / episode.control_hz
     n_steps = int(round(episode.duration_s * episode.control_hz))
-    delay = latency_ms / 1e3
 
     pose = backend.robot_pose()
     trajectory = [(pose.x, pose.y)]
     latencies: list[float] = []
+    commands: list[Twist] = []
     pending: list[tuple[float, object]] = []   # (time it takes effect, twist), in time order
     active = STOP
     collided, collision_point, steps, stop_commands = False, None, 0, 0
     keep = frame_steps(index, n_steps)
     frames: list[dict] = []
+    recording = [] if record else None
 
     def frame(k: int, depth: np.ndarray, twist, collision: bool = False) -> dict:
         return encode_frame(depth, scenario.camera.max_range_m, episode=index, step=k, t_s=k * dt, twist=twist,
@@ -153,13 +166,18 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
         twist = policy.command(depth, pose, world, robot)
         latencies.append((time.perf_counter() - t0) * 1e3)
         stop_commands += twist == STOP
+        commands.append(twist)
+        if recording is not None:
+            recording.append((t, pose, depth, twist))
         if k in keep:
             frames.append(frame(k, depth, twist))
-        if delay <= 0:
+        if link.instant:
             result = backend.step(twist, dt)
             collided = result.collided
         else:
-            pending.append((t + delay, twist))
+            arrival = link.send(t)
+            if arrival is not None:
+                pending.append((arrival, twist))
             now, end = t, t + dt
             while True:
                 if pending and pending[0][0] <= now + 1e-9:
@@ -196,6 +214,9 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
         "path_length_m": round(path_length, 4),
         "steps": steps,
         "stop_commands": stop_commands,
+        "turn_reversals": turn_reversals(commands),
+        "longest_turn_in_place_s": round(longest_turn_in_place_steps(commands) * dt, 4),
+        "physics": physics.to_dict(),
         "left_right_ties": None if ties_before is None else policy.ties - ties_before,
         "arena_size_m": [round(float(v), 4) for v in world.arena_size],
         "start": [round(start.x, 4), round(start.y, 4), round(start.yaw, 4)],
@@ -208,6 +229,7 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
         "latency_ms_p99": round(_percentile(latencies, 99), 4),
         "_latencies": latencies,
         "_frames": frames,
+        **({"_recording": recording} if recording is not None else {}),
     }
 
 
@@ -228,6 +250,10 @@ def summarize(records: list[dict], config: EvalConfig, scenario: Scenario, *, mo
         "successes": successes,
         "collisions": sum(r["collided"] for r in records),
         "stop_commands": sum(r.get("stop_commands", 0) for r in records),
+        "turn_reversals": sum(r.get("turn_reversals", 0) for r in records),
+        "episodes_with_turn_reversals": sum(r.get("turn_reversals", 0) > 0 for r in records),
+        "turn_in_place_failures": sum(failed_turning_in_place(r) for r in records),
+        "turn_in_place_fail_s": TURN_IN_PLACE_FAIL_S,
         "left_right_ties": (None if any(r.get("left_right_ties") is None for r in records)
                             else sum(r["left_right_ties"] for r in records)),
         "mean_progress_m": round(float(np.mean([r["progress_m"] for r in records])), 4),

@@ -41,6 +41,9 @@ class Policy:
         """The velocity command for this frame (by default, the robot's twist for ``act``)."""
         return twist_for(self.act(depth_m, pose, world), robot.forward_speed_mps, robot.turn_rate_radps)
 
+    def reset(self) -> None:
+        """A new episode starts (a stateful policy forgets the last one)."""
+
     def close(self) -> None:
         """Release what the policy holds (processes, sessions); safe to call twice."""
 
