@@ -100,7 +100,8 @@ def _eval(args: argparse.Namespace) -> int:
     check_gate(args.min_success, args.scenario)
     config = EvalConfig(scenario=args.scenario, episodes=args.episodes, seed=args.seed,
                         backend=args.backend, engine=args.engine, workers=args.workers,
-                        latency_ms=args.latency_ms, policy=args.policy)
+                        latency_ms=args.latency_ms, policy=args.policy, hysteresis=args.hysteresis,
+                        failed_bags=args.failed_bags)
     json_out = Path(args.json) if args.json else None
     report_out = Path(args.report) if args.report else None
     if args.latency_sweep:
@@ -248,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="delay every command by this many ms (the cost of remote inference)")
     p.add_argument("--latency-sweep", metavar="MS,MS,...",
                    help="evaluate at each latency; the report plots success rate against latency")
+    p.add_argument("--hysteresis", default="model", metavar="model|off|K[,P]",
+                   help="a model's turn hysteresis: 'model' (the one it carries, default), 'off', or K[,P]: a turn "
+                        "goes on until the model chooses forward K images in a row, each with probability >= P")
+    p.add_argument("--failed-bags", metavar="DIR",
+                   help="write each failed episode to DIR as a rosbag2 (MCAP): depth, CameraInfo, /cmd_vel, "
+                        "odometry, TF and the obstacles as markers")
     p.add_argument("--min-success", type=float, help="exit 1 when the success rate is below this")
     _add_common(p, seed=1000)
     p.set_defaults(func=_eval)

@@ -50,6 +50,8 @@ class EvalConfig:
     workers: int = 1
     latency_ms: float = 0.0   # delay between an observation and its command taking effect
     policy: str = "inprocess"  # how a model is run: "inprocess" (runtime backend) or "ros2" (the node)
+    hysteresis: str = "model"  # a model's turn hysteresis: "model" (its own), "off" or "K[,P]"
+    failed_bags: str | None = None   # folder: each failed episode is written there as an MCAP bag
 
 
 def wilson_interval(successes: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
@@ -71,6 +73,10 @@ def _validate(config: EvalConfig) -> Scenario:
         raise ValueError(f"workers must be an integer of at least 1 (got {config.workers!r})")
     if not 0 <= config.latency_ms <= MAX_LATENCY_MS:
         raise ValueError(f"latency_ms must be a number from 0 to {MAX_LATENCY_MS:g} (got {config.latency_ms!r})")
+    if config.failed_bags is not None:
+        from sim2real.eval.bags import check_folder
+
+        check_folder(config.failed_bags)
     if config.backend not in registry.names():
         raise ValueError(f"unknown simulator backend '{config.backend}' (known: {', '.join(registry.names())})")
     return load_scenario(config.scenario)
@@ -88,7 +94,7 @@ def _create_backend(name: str, scenario: Scenario) -> SimBackend:
 def prepare(model: str | Path, config: EvalConfig) -> tuple[Scenario, Policy, SimBackend]:
     """Validate ``config`` and ``model``; return the scenario, the policy and a driving backend (close it)."""
     scenario = _validate(config)
-    policy = make_policy(str(model), config.engine, scenario, via=config.policy)
+    policy = make_policy(str(model), config.engine, scenario, via=config.policy, turns=config.hysteresis)
     try:
         return scenario, policy, _create_backend(config.backend, scenario)
     except BaseException:
@@ -115,7 +121,7 @@ class EpisodeInterrupted(Exception):
 
 def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: int, index: int,
                 latency_ms: float = 0.0, interrupt: Callable[[], bool] | None = None,
-                record: bool = False) -> dict:
+                failed_bags: str | Path | None = None) -> dict:
     """One closed-loop episode. Returns its record plus ``_latencies`` (ms per step) and ``_frames``
     (sample depth frames, :mod:`sim2real.eval.frames`), which ``summarize`` removes.
 
@@ -148,7 +154,7 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
     collided, collision_point, steps, stop_commands = False, None, 0, 0
     keep = frame_steps(index, n_steps)
     frames: list[dict] = []
-    recording = [] if record else None
+    recording = [] if failed_bags is not None else None
 
     def frame(k: int, depth: np.ndarray, twist, collision: bool = False) -> dict:
         return encode_frame(depth, scenario.camera.max_range_m, episode=index, step=k, t_s=k * dt, twist=twist,
@@ -201,6 +207,17 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
             collision_point = list(point) if point is not None else [pose.x, pose.y]
             break
 
+    result = _record(index, world, start, pose, collided, collision_point, commands, physics, episode, trajectory,
+                     path_length, steps, stop_commands, policy, ties_before, latencies, frames, dt)
+    if recording is not None and not result["success"]:
+        from sim2real.eval.bags import write_failed_episode
+
+        result["bag"] = str(write_failed_episode(Path(failed_bags), scenario, world, result, recording))
+    return result
+
+
+def _record(index, world, start, pose, collided, collision_point, commands, physics, episode, trajectory,
+            path_length, steps, stop_commands, policy, ties_before, latencies, frames, dt) -> dict:
     progress = math.hypot(pose.x - start.x, pose.y - start.y)
     stride = max(1, math.ceil(len(trajectory) / MAX_TRAJECTORY_POINTS))
     kept = trajectory[::stride]
@@ -229,12 +246,11 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
         "latency_ms_p99": round(_percentile(latencies, 99), 4),
         "_latencies": latencies,
         "_frames": frames,
-        **({"_recording": recording} if recording is not None else {}),
     }
 
 
 def summarize(records: list[dict], config: EvalConfig, scenario: Scenario, *, model: str, policy_kind: str,
-              model_sha256: str | None, workers: int, wall_s: float) -> dict:
+              model_sha256: str | None, workers: int, wall_s: float, hysteresis: str | None = None) -> dict:
     """The result dict from per-episode records (``_latencies`` and ``_frames`` are removed here), in any order."""
     records = sorted(records, key=lambda r: r["index"])
     frames = select_samples([r.pop("_frames", []) for r in records])
@@ -265,6 +281,7 @@ def summarize(records: list[dict], config: EvalConfig, scenario: Scenario, *, mo
         "model": model,
         "policy": policy_kind,
         "engine": config.engine if policy_kind in ("model", "ros2") else None,
+        "hysteresis": hysteresis,
         "scenario": scenario.name,
         "scenario_sha256": scenario.sha256(),
         "backend": config.backend,
@@ -305,7 +322,7 @@ def _one_thread_per_worker():
 
 def _init_worker(model: str, config: EvalConfig) -> None:
     scenario = load_scenario(config.scenario)
-    policy = make_policy(model, config.engine, scenario, via=config.policy)
+    policy = make_policy(model, config.engine, scenario, via=config.policy, turns=config.hysteresis)
     multiprocessing.util.Finalize(None, policy.close, exitpriority=10)
     _WORKER.update(scenario=scenario, config=config, backend=_create_backend(config.backend, scenario),
                    policy=policy)
@@ -313,7 +330,9 @@ def _init_worker(model: str, config: EvalConfig) -> None:
 
 def _worker_episode(index: int) -> dict:
     w = _WORKER
-    return run_episode(w["backend"], w["policy"], w["scenario"], w["config"].seed, index, w["config"].latency_ms)
+    config = w["config"]
+    return run_episode(w["backend"], w["policy"], w["scenario"], config.seed, index, config.latency_ms,
+                       failed_bags=config.failed_bags)
 
 
 # --------------------------------------------------------------------------- the evaluation
@@ -340,7 +359,8 @@ def evaluate(model: str | Path, config: EvalConfig, json_out: Path | None = None
         if workers == 1:
             try:
                 for i in range(config.episodes):
-                    records.append(run_episode(backend, policy, scenario, config.seed, i, config.latency_ms))
+                    records.append(run_episode(backend, policy, scenario, config.seed, i, config.latency_ms,
+                                               failed_bags=config.failed_bags))
                     bar.update(1)
                     bar.set_postfix(success=f"{sum(r['success'] for r in records) / len(records):.2f}")
             finally:
@@ -362,7 +382,8 @@ def evaluate(model: str | Path, config: EvalConfig, json_out: Path | None = None
         bar.close()
     wall = time.perf_counter() - start
     result = summarize(records, config, scenario, model=model_text, policy_kind=policy.kind,
-                       model_sha256=policy.sha256, workers=workers, wall_s=wall)
+                       model_sha256=policy.sha256, workers=workers, wall_s=wall,
+                       hysteresis=getattr(policy, "hysteresis", None))
     if json_out is not None:
         write_json_atomic(json_out, result)
     if report_out is not None:

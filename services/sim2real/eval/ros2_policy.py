@@ -71,6 +71,7 @@ class Ros2NodePolicy(Policy):
     kind = "ros2"
 
     def __init__(self, model_path: str | Path, engine: str = "auto", scenario: Scenario | None = None, *,
+                 turns: str = "model",
                  reply_timeout_s: float = 5.0, retries: int = 2, startup_timeout_s: float = 120.0):
         try:
             import rclpy
@@ -82,6 +83,10 @@ class Ros2NodePolicy(Policy):
         self.sha256 = sha256_file(self.model_path)
         self.reply_timeout_s, self.retries = reply_timeout_s, retries
         self.intrinsics = scenario_intrinsics(scenario)
+        self.turns = turns
+        self.hysteresis = turns
+        self._dt = 1.0 / (scenario.episode.control_hz if scenario is not None else 10.0)
+        self._t = 0.0              # the episode's time: the images' stamps, from 0 at every episode
         self.namespace = f"/sim2real_eval_{secrets.token_hex(4)}"
         self._serving = False      # True once the node has answered an image with a moving command
         self._answers: list[tuple[float, float]] = []
@@ -111,7 +116,8 @@ class Ros2NodePolicy(Policy):
         command = [sys.executable, "-m", "sim2real.cli", "serve", "--model", str(self.model_path),
                    "--backend", engine, "--image-topic", IMAGE_TOPIC, "--cmd-vel-topic", CMD_VEL_TOPIC,
                    "--camera-info-topic", CAMERA_INFO_TOPIC,
-                   "--watchdog-timeout", str(WATCHDOG_S), "--diagnostics-period", "3600"]
+                   "--watchdog-timeout", str(WATCHDOG_S), "--diagnostics-period", "3600",
+                   "--hysteresis", self.turns]
         if scenario is not None:   # the scenario's speeds, with the safety envelope set to them
             command += ["--forward-speed", repr(scenario.robot.forward_speed_mps),
                         "--turn-rate", repr(scenario.robot.turn_rate_radps),
@@ -196,8 +202,9 @@ class Ros2NodePolicy(Policy):
 
         self._drain()
         msg = fill_image_msg(self._image, encode_depth(depth_m, "32FC1"))
+        stamp, self._t = self._t, self._t + self._dt
         for _ in range(1 + self.retries):           # sensor-data QoS is best effort: an image may be lost
-            msg.header.stamp = self._node.get_clock().now().to_msg()
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(round(stamp * 1e9), 10**9)
             self._publish(msg)
             end = time.monotonic() + self.reply_timeout_s
             while not self._answers and time.monotonic() < end:
@@ -247,6 +254,10 @@ class Ros2NodePolicy(Policy):
         return f"; its last log line: {lines[-1].strip()}" if lines else ""
 
     # ------------------------------------------------------------------ tear-down
+    def reset(self) -> None:
+        """A new episode: its images are stamped from 0 again, which tells the node to forget a committed turn."""
+        self._t = 0.0
+
     def close(self) -> None:
         """Stop the node (SIGINT, then SIGKILL after 10 s) and this side's ROS context. Idempotent."""
         if self._context is not None:
