@@ -86,3 +86,19 @@ def test_failed_bags_needs_a_new_or_empty_folder(failed, capsys):
     assert main(["eval", "--model", "spin", "--scenario", "tiny", "--episodes", "1",
                  "--failed-bags", str(root / "failed")]) == 2
     assert "must be a new or empty folder" in capsys.readouterr().err
+
+
+def test_suite_puts_policy_and_expert_side_by_side(tmp_path, capsys):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"name": "smoke", "episodes": 2, "entries": [{"scenario": "tiny", "seed": 5}]}))
+    assert main(["suite", "--model", "spin", "--suite", str(suite), "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "suite.json").read_text())
+    (row,) = result["rows"]
+    assert row["policy"]["success_rate"] == 0.0 and row["expert"]["success_rate"] > 0
+    assert row["difference"] == -row["expert"]["success_rate"] and row["difference_ci95"][1] > row["difference"]
+    table = (tmp_path / "out" / "suite.md").read_text()
+    assert "| `tiny` (seed 5) | **0.00**" in table and (tmp_path / "out" / "tiny.expert.json").exists()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"episodes": 2, "entries": [{"scenario": "nowhere", "seed": 1}]}))
+    assert main(["suite", "--model", "spin", "--suite", str(bad), "--out", str(tmp_path / "x")]) == 2
+    assert "scenario 'nowhere' is neither a file nor a built-in" in capsys.readouterr().err
