@@ -97,7 +97,11 @@ def test_suite_puts_policy_and_expert_side_by_side(tmp_path, capsys):
     assert row["policy"]["success_rate"] == 0.0 and row["expert"]["success_rate"] > 0
     assert row["difference"] == -row["expert"]["success_rate"] and row["difference_ci95"][1] > row["difference"]
     table = (tmp_path / "out" / "suite.md").read_text()
-    assert "| `tiny` (seed 5) | **0.00**" in table and (tmp_path / "out" / "tiny.expert.json").exists()
+    expert = tmp_path / "out" / "tiny.expert.json"
+    assert "| `tiny` (seed 5) | **0.00**" in table and expert.exists()
+    written = expert.stat().st_mtime_ns                     # a second model reuses the expert's episodes
+    assert main(["suite", "--model", "spin", "--suite", str(suite), "--out", str(tmp_path / "out")]) == 0
+    assert expert.stat().st_mtime_ns == written
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"episodes": 2, "entries": [{"scenario": "nowhere", "seed": 1}]}))
     assert main(["suite", "--model", "spin", "--suite", str(bad), "--out", str(tmp_path / "x")]) == 2

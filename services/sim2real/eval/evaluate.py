@@ -125,6 +125,10 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
     """One closed-loop episode. Returns its record plus ``_latencies`` (ms per step) and ``_frames``
     (sample depth frames, :mod:`sim2real.eval.frames`), which ``summarize`` removes.
 
+    The robot's physics are drawn from the scenario (:mod:`sim2real.sim.physics`); each command
+    reaches the wheels after the drawn latency plus ``latency_ms``. With ``failed_bags`` a failed
+    episode is written there as a bag (:mod:`sim2real.eval.bags`).
+
     ``interrupt`` is asked before every control step; when it answers True the episode is
     abandoned with :class:`EpisodeInterrupted` (a stopping worker hands its shard back).
     """
@@ -207,23 +211,12 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
             collision_point = list(point) if point is not None else [pose.x, pose.y]
             break
 
-    result = _record(index, world, start, pose, collided, collision_point, commands, physics, episode, trajectory,
-                     path_length, steps, stop_commands, policy, ties_before, latencies, frames, dt)
-    if recording is not None and not result["success"]:
-        from sim2real.eval.bags import write_failed_episode
-
-        result["bag"] = str(write_failed_episode(Path(failed_bags), scenario, world, result, recording))
-    return result
-
-
-def _record(index, world, start, pose, collided, collision_point, commands, physics, episode, trajectory,
-            path_length, steps, stop_commands, policy, ties_before, latencies, frames, dt) -> dict:
     progress = math.hypot(pose.x - start.x, pose.y - start.y)
     stride = max(1, math.ceil(len(trajectory) / MAX_TRAJECTORY_POINTS))
     kept = trajectory[::stride]
     if kept[-1] != trajectory[-1]:
         kept.append(trajectory[-1])
-    return {
+    record = {
         "index": index,
         "success": bool(not collided and progress >= episode.min_progress_m),
         "collided": bool(collided),
@@ -247,6 +240,11 @@ def _record(index, world, start, pose, collided, collision_point, commands, phys
         "_latencies": latencies,
         "_frames": frames,
     }
+    if recording is not None and not record["success"]:
+        from sim2real.eval.bags import write_failed_episode
+
+        record["bag"] = str(write_failed_episode(Path(failed_bags), scenario, world, record, recording))
+    return record
 
 
 def summarize(records: list[dict], config: EvalConfig, scenario: Scenario, *, model: str, policy_kind: str,

@@ -7,8 +7,9 @@ intervals), the paired difference (95 % Newcombe interval, :mod:`sim2real.eval.c
 episodes the policy failed by turning in place while the expert succeeded, and turn reversals.
 
 ``heldout`` is committed before any tuning and never used to tune; ``validation`` is where tuning
-happens. Output: ``OUT/<scenario>.policy.json`` and ``.expert.json`` per entry, ``OUT/suite.json``
-and ``OUT/suite.md`` (the table for the README).
+happens. Output: ``OUT/<scenario>.policy.json`` and ``.expert.json`` per entry (an expert result
+already there for the same scenario, seed and episodes is reused), ``OUT/suite.json`` and
+``OUT/suite.md`` (the table for the README).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from sim2real.contracts.evaluation import MAX_EPISODES
-from sim2real.contracts.manifest import atomic_path, write_json_atomic
+from sim2real.contracts.manifest import atomic_path, read_json, write_json_atomic
 from sim2real.contracts.scenario import BUILTIN_DIR, load_scenario
 from sim2real.eval.compare import paired_difference
 from sim2real.eval.evaluate import EvalConfig, evaluate
@@ -35,7 +36,8 @@ def load_suite(name_or_path: str) -> dict:
     if not path.suffix and not path.exists():
         path = BUILTIN_DIR / name_or_path / "suite.yaml"
         if not path.exists():
-            raise ValueError(f"suite '{name_or_path}' is neither a file nor a built-in (built-ins: {', '.join(SUITES)})")
+            raise ValueError(f"suite '{name_or_path}' is neither a file nor a built-in "
+                             f"(built-ins: {', '.join(SUITES)})")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -78,12 +80,28 @@ def markdown(result: dict) -> str:
     for row in result["rows"]:
         p, e = row["policy"], row["expert"]
         lo, hi = row["difference_ci95"]
+        turned = len(row["turned_in_place_where_expert_succeeded"])
         lines.append(f"| `{row['scenario']}` (seed {row['seed']}) | **{p['success_rate']:.2f}** "
                      f"({p['success_ci95'][0]:.2f}–{p['success_ci95'][1]:.2f}) | {e['success_rate']:.2f} "
                      f"({e['success_ci95'][0]:.2f}–{e['success_ci95'][1]:.2f}) | {row['difference']:+.2f} "
-                     f"({lo:+.2f} … {hi:+.2f}) | {p['collisions']} | {len(row['turned_in_place_where_expert_succeeded'])} "
+                     f"({lo:+.2f} … {hi:+.2f}) | {p['collisions']} | {turned} "
                      f"| {p['turn_reversals']} / {e['turn_reversals']} |")
     return "\n".join(lines) + "\n"
+
+
+def _expert(config: EvalConfig, path: Path) -> dict:
+    """The expert on ``config``'s episodes; a result already at ``path`` for the same scenario content,
+    seed and episodes is reused (the expert is deterministic), so several models share it."""
+    if path.exists():
+        try:
+            found = read_json(path, "expert result")
+        except ValueError:
+            found = None
+        scenario = load_scenario(config.scenario)
+        if isinstance(found, dict) and found.get("policy") == "expert" and found.get("seed") == config.seed \
+                and found.get("episodes") == config.episodes and found.get("scenario_sha256") == scenario.sha256():
+            return found
+    return evaluate("expert", replace(config, failed_bags=None, hysteresis="model"), json_out=path)
 
 
 def run_suite(model: str, suite: str, out: Path, config: EvalConfig, episodes: int | None = None) -> dict:
@@ -98,7 +116,7 @@ def run_suite(model: str, suite: str, out: Path, config: EvalConfig, episodes: i
         bags = str(Path(config.failed_bags) / stem) if config.failed_bags else None
         cfg = replace(config, scenario=entry["scenario"], seed=entry["seed"], episodes=n, failed_bags=bags)
         policy = evaluate(model, cfg, json_out=out / f"{stem}.policy.json")
-        expert = evaluate("expert", replace(cfg, failed_bags=None), json_out=out / f"{stem}.expert.json")
+        expert = _expert(cfg, out / f"{stem}.expert.json")
         rows.append(_row(entry, policy, expert))
     result = {"suite": spec["name"], "suite_file": spec["path"], "model": model, "episodes": n,
               "hysteresis": config.hysteresis, "rows": rows}
