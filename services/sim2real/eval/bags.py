@@ -115,12 +115,14 @@ class _Messages:
 
 
 def _solid_marker(m: _Messages, t: float, ns: str, ident: int, o: Obstacle, rgba):
+    """A cylinder or a box (half-extents ``size``), standing at ``z0`` when the primitive has one."""
     marker_cls = m.store.types["visualization_msgs/msg/Marker"]
+    z = getattr(o, "z0", 0.0) + o.height / 2
     if o.shape == "cylinder":
-        return m.marker(t, ns, ident, marker_cls.CYLINDER, (o.x, o.y, o.height / 2), 0.0,
+        return m.marker(t, ns, ident, marker_cls.CYLINDER, (o.x, o.y, z), 0.0,
                         (2 * o.size[0], 2 * o.size[0], o.height), rgba)
-    return m.marker(t, ns, ident, marker_cls.CUBE, (o.x, o.y, o.height / 2), o.yaw,
-                    (2 * o.size[0], 2 * o.size[1], o.height), rgba)
+    return m.marker(t, ns, ident, marker_cls.CUBE, (o.x, o.y, z), o.yaw, (2 * o.size[0], 2 * o.size[1], o.height),
+                    rgba)
 
 
 def failure_reason(record: dict, min_progress_m: float) -> str:
@@ -134,7 +136,8 @@ def failure_reason(record: dict, min_progress_m: float) -> str:
 def _markers(m: _Messages, t: float, world: World, record: dict, scenario: Scenario):
     marker_cls = m.store.types["visualization_msgs/msg/Marker"]
     items = [_solid_marker(m, t, "walls", k, w, (0.8, 0.75, 0.7, 1.0)) for k, w in enumerate(world.walls())]
-    items += [_solid_marker(m, t, "obstacles", k, o, (0.6, 0.6, 0.65, 1.0)) for k, o in enumerate(world.obstacles)]
+    parts = world.parts() if hasattr(world, "parts") else world.obstacles     # each primitive the backends build
+    items += [_solid_marker(m, t, "obstacles", k, o, (0.6, 0.6, 0.65, 1.0)) for k, o in enumerate(parts)]
     if record["collision_point"] is not None:
         x, y = record["collision_point"]
         items.append(m.marker(t, "collision", 0, marker_cls.SPHERE, (x, y, 0.1), 0.0, (0.15, 0.15, 0.15),
