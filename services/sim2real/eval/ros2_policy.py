@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sim2real.contracts import hysteresis, model_contract
 from sim2real.contracts.actions import Twist
 from sim2real.contracts.manifest import read_manifest, sha256_file
 from sim2real.contracts.preprocessing import PreprocessSpec
@@ -45,6 +46,10 @@ MODEL_TOPIC = "sim2real_policy/model"
 WATCHDOG_S = 86400.0                      # the simulator is not real time: no wall-clock stops
 WARM_UP_TRIES = 10                        # flat images (0.2 s apart) sent until the node answers one
 UNSERVED_GRACE_S = 0.1
+# Image stamps are the episode's time from an origin that alternates between 0 and RESTART_S, so
+# each new episode's stamps jump back in time or far beyond the watchdog: the node forgets a
+# committed turn (the warm-up images sit half-way).
+RESTART_S = 1_000_000.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -84,9 +89,10 @@ class Ros2NodePolicy(Policy):
         self.reply_timeout_s, self.retries = reply_timeout_s, retries
         self.intrinsics = scenario_intrinsics(scenario)
         self.turns = turns
-        self.hysteresis = turns
+        self.hysteresis = hysteresis.parse(turns, model_contract.runtime_params(
+            read_manifest(self.model_path, verify=False), self.model_path)).describe()
         self._dt = 1.0 / (scenario.episode.control_hz if scenario is not None else 10.0)
-        self._t = 0.0              # the episode's time: the images' stamps, from 0 at every episode
+        self._t = 0.0              # the next image's stamp: the episode's time from its origin
         self.namespace = f"/sim2real_eval_{secrets.token_hex(4)}"
         self._serving = False      # True once the node has answered an image with a moving command
         self._answers: list[tuple[float, float]] = []
@@ -176,6 +182,7 @@ class Ros2NodePolicy(Policy):
         middle = (spec.min_range_m + spec.max_range_m) / 2
         shape = (self.intrinsics.height, self.intrinsics.width) if self.intrinsics else (spec.height, spec.width)
         warm_up = fill_image_msg(self._image, encode_depth(np.full(shape, middle, np.float32)))
+        warm_up.header.stamp.sec, warm_up.header.stamp.nanosec = int(RESTART_S // 2), 0
         for _ in range(WARM_UP_TRIES):
             self._answers.clear()
             self._publish(warm_up)
@@ -255,8 +262,8 @@ class Ros2NodePolicy(Policy):
 
     # ------------------------------------------------------------------ tear-down
     def reset(self) -> None:
-        """A new episode: its images are stamped from 0 again, which tells the node to forget a committed turn."""
-        self._t = 0.0
+        """A new episode: its stamps start from the other origin, which tells the node to forget a committed turn."""
+        self._t = RESTART_S if self._t < RESTART_S else 0.0
 
     def close(self) -> None:
         """Stop the node (SIGINT, then SIGKILL after 10 s) and this side's ROS context. Idempotent."""
