@@ -142,3 +142,10 @@ def test_gazebo_maps_what_it_can_and_refuses_the_rest_by_name():
     assert h > 0
     with pytest.raises(UnsupportedScenario, match="physics.motor_time_constant_s"):
         world_sdf(with_physics(motor_time_constant_s=(0.1, 0.1)), world)
+
+
+def test_evaluating_refused_keys_on_gazebo_is_an_error_before_any_episode():
+    from sim2real.eval.evaluate import EvalConfig, evaluate
+
+    with pytest.raises(UnsupportedScenario, match="physics.wheel_speed_error, physics.motor_time_constant_s"):
+        evaluate("expert", EvalConfig(scenario="default", episodes=1, backend="gazebo"), progress=False)
