@@ -149,3 +149,18 @@ def test_evaluating_refused_keys_on_gazebo_is_an_error_before_any_episode():
 
     with pytest.raises(UnsupportedScenario, match="physics.wheel_speed_error, physics.motor_time_constant_s"):
         evaluate("expert", EvalConfig(scenario="default", episodes=1, backend="gazebo"), progress=False)
+
+
+def test_a_world_with_mapped_physics_passes_the_sdformat_checker(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("ign") is None:
+        pytest.skip("ign (ignition-tools, sdformat-sdf) is not installed: make test installs it")
+    scenario = with_physics(wheel_friction=(0.5, 0.5), mass_scale=(2, 2), wheel_accel_limit_mps2=(1.5, 1.5))
+    world = sample_world(scenario, np.random.default_rng(1))
+    path = tmp_path / "world.sdf"
+    path.write_text(world_sdf(scenario, world, physics=RobotPhysics(wheel_friction=0.5, mass_scale=2.0,
+                                                                   inertia_scale=1.5, wheel_accel_limit_mps2=1.5)))
+    checked = subprocess.run(["ign", "sdf", "-k", str(path)], capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0 and "Valid" in checked.stdout, checked.stdout + checked.stderr
