@@ -7,12 +7,13 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 EXTRAS ?= datagen,train,export,runtime,ros,eval,deploy,dev
 
-.PHONY: help install run test test-unit test-integration bench clean
+.PHONY: help install run test test-unit test-integration bench heldout clean
 
 help:
 	@echo "make run    - the whole pipeline on the built-in CPU defaults (artifacts/latest/)"
 	@echo "make test   - unit, integration and stack tests (installs redis-server, qemu-user, ign sdf, docker.io if missing)"
 	@echo "make bench  - benchmarks; writes artifacts/bench.json"
+	@echo "make heldout - the held-out suite with the latest model, policy beside expert (artifacts/heldout/suite.md)"
 	@echo "make images - the five container images (CPU flavour, offline build)"
 	@echo "make test-stack - only the containerized stack test (real Docker engine)"
 
@@ -46,6 +47,11 @@ test-stack: $(STAMP)
 images:
 	bash scripts/docker-engine.sh
 	bash scripts/build-images.sh $(IMAGES_ARGS)
+
+# The held-out suite (never used to tune) with the newest `make run` model; HELDOUT_ARGS="--workers 2".
+HELDOUT_MODEL ?= artifacts/latest/model/model.int8.onnx
+heldout: $(STAMP)
+	$(VENV)/bin/sim2real suite --suite heldout --model $(HELDOUT_MODEL) --out artifacts/heldout $(HELDOUT_ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/sim2real bench $(BENCH_ARGS)

@@ -23,6 +23,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from sim2real.contracts import actions, model_contract
+from sim2real.contracts.hysteresis import OFF, HysteresisParams
 from sim2real.contracts.camera import CameraContract
 from sim2real.contracts.manifest import new_manifest, write_manifest
 from sim2real.contracts.preprocessing import PreprocessSpec
@@ -72,34 +73,36 @@ def tiny_network(width: int, height: int, nan_logits: bool = False, forward_bias
 
 
 def tiny_model(folder: Path, size: int = TINY_SIZE, name: str = "tiny.onnx", max_range_m: float = 5.0,
-               nan_logits: bool = False, forward_bias: float = -1.0) -> Path:
+               nan_logits: bool = False, forward_bias: float = -1.0, runtime: HysteresisParams = OFF) -> Path:
     """Write the tiny left/right model and its manifest into ``folder``; return the model path.
 
     ``max_range_m`` is the contract's far limit; ``forward_bias`` replaces the -1 of ``forward``
     (closer to 0: it drives more and turns only when the view is near); ``nan_logits`` makes every
-    output NaN (a broken model).
+    output NaN (a broken model). ``runtime`` is the turn hysteresis it carries (off: one image, one
+    answer, as the tests of the stateless pipeline expect).
     """
     spec, camera = tiny_contract(size, max_range_m)
-    contract = model_contract.build(spec, camera, "input", "logits")
+    contract = model_contract.build(spec, camera, "input", "logits", runtime)
     model = embed_contract(mirror_equivariant(tiny_network(spec.width, spec.height, nan_logits, forward_bias)),
                            contract)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     onnx.save(model, str(path))
     write_manifest(path, new_manifest("onnx-model", precision="fp32",
-                                      **{block: contract[block] for block in model_contract.BLOCKS}))
+                                      **model_contract.manifest_blocks(contract)))
     return path
 
 
-def contract_model(folder: Path, spec: PreprocessSpec, camera: CameraContract, name: str = "model.onnx") -> Path:
+def contract_model(folder: Path, spec: PreprocessSpec, camera: CameraContract, name: str = "model.onnx",
+                   runtime: HysteresisParams = OFF) -> Path:
     """The tiny left/right network exported for any contract (e.g. the default scenario's D435)."""
-    contract = model_contract.build(spec, camera, "input", "logits")
+    contract = model_contract.build(spec, camera, "input", "logits", runtime)
     model = embed_contract(mirror_equivariant(tiny_network(spec.width, spec.height)), contract)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     onnx.save(model, str(path))
     write_manifest(path, new_manifest("onnx-model", precision="fp32",
-                                      **{block: contract[block] for block in model_contract.BLOCKS}))
+                                      **model_contract.manifest_blocks(contract)))
     return path
 
 

@@ -100,7 +100,8 @@ def _eval(args: argparse.Namespace) -> int:
     check_gate(args.min_success, args.scenario)
     config = EvalConfig(scenario=args.scenario, episodes=args.episodes, seed=args.seed,
                         backend=args.backend, engine=args.engine, workers=args.workers,
-                        latency_ms=args.latency_ms, policy=args.policy)
+                        latency_ms=args.latency_ms, policy=args.policy, hysteresis=args.hysteresis,
+                        failed_bags=args.failed_bags)
     json_out = Path(args.json) if args.json else None
     report_out = Path(args.report) if args.report else None
     if args.latency_sweep:
@@ -121,6 +122,19 @@ def _compare(args: argparse.Namespace) -> int:
     print(json.dumps({k: result[k] for k in ("difference", "ci95", "episodes", "holds")}))
     print(f"sim2real compare: {summary_line(result)}", file=sys.stderr)
     return 0 if result["holds"] else 1
+
+
+def _suite(args: argparse.Namespace) -> int:
+    from sim2real.eval.evaluate import EvalConfig
+    from sim2real.eval.suite import run_suite
+
+    config = EvalConfig(engine=args.engine, workers=args.workers, hysteresis=args.hysteresis,
+                        failed_bags=args.failed_bags)
+    result = run_suite(args.model, args.suite, Path(args.out), config, episodes=args.episodes)
+    print(json.dumps({"suite": result["suite"], "table": str(Path(args.out) / "suite.md"),
+                      "rows": [{k: row[k] for k in ("scenario", "difference", "difference_ci95")}
+                               for row in result["rows"]]}))
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -248,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="delay every command by this many ms (the cost of remote inference)")
     p.add_argument("--latency-sweep", metavar="MS,MS,...",
                    help="evaluate at each latency; the report plots success rate against latency")
+    p.add_argument("--hysteresis", default="model", metavar="model|off|K[,P]",
+                   help="a model's turn hysteresis: 'model' (the one it carries, default), 'off', or K[,P]: a turn "
+                        "goes on until the model chooses forward K images in a row, each with probability >= P")
+    p.add_argument("--failed-bags", metavar="DIR",
+                   help="write each failed episode to DIR as a rosbag2 (MCAP): depth, CameraInfo, /cmd_vel, "
+                        "odometry, TF and the obstacles as markers")
     p.add_argument("--min-success", type=float, help="exit 1 when the success rate is below this")
     _add_common(p, seed=1000)
     p.set_defaults(func=_eval)
@@ -264,6 +284,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fewest paired episodes the protocol accepts (default %(default)s)")
     p.add_argument("--json", help="write the comparison here")
     p.set_defaults(func=_compare)
+
+    p = verbs.add_parser("suite", help="a model and the expert side by side on a suite of scenarios (held-out)",
+                         description="Evaluate MODEL and the privileged expert on every scenario of a suite, each "
+                                     "on its own seeds, and write OUT/suite.md: success rates with 95%% intervals, "
+                                     "the paired difference, turning-in-place failures and turn reversals. "
+                                     "'heldout' is never used to tune; tune on 'validation'.")
+    p.add_argument("--model", required=True, help="exported model (or 'expert')")
+    p.add_argument("--suite", default="heldout", help="heldout, validation or a suite YAML (default %(default)s)")
+    p.add_argument("--out", required=True, help="folder for the eval JSONs, suite.json and suite.md")
+    p.add_argument("--episodes", type=int, help="episodes per scenario (default: the suite's)")
+    p.add_argument("--workers", type=int, default=1, help="processes (default %(default)s)")
+    p.add_argument("--engine", default="auto", help="inference backend (auto, onnxruntime, tensorrt)")
+    p.add_argument("--hysteresis", default="model", metavar="model|off|K[,P]",
+                   help="the model's turn hysteresis, as for eval (default %(default)s)")
+    p.add_argument("--failed-bags", metavar="DIR", help="write the policy's failed episodes to DIR/<scenario>/")
+    p.set_defaults(func=_suite)
 
     p = verbs.add_parser("run", help="the whole pipeline on the built-in defaults")
     p.add_argument("--scenario", default="default")

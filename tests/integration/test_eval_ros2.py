@@ -82,6 +82,15 @@ def test_the_node_drives_the_same_episodes_as_the_runtime_in_process(model, inpr
     assert _node_processes() == []
 
 
+def test_the_node_runs_the_same_turn_hysteresis_and_forgets_it_between_episodes(model, inprocess):
+    committed = evaluate(model, _config(hysteresis="3"), progress=False)
+    assert _episodes(committed) != _episodes(inprocess), "the hysteresis must change these episodes"
+    result = evaluate(model, _config(policy="ros2", hysteresis="3"), progress=False)
+    assert result["hysteresis"] == committed["hysteresis"] == "3,0"
+    assert _episodes(result) == _episodes(committed)
+    assert _node_processes() == []
+
+
 def test_two_workers_each_with_a_node_count_every_episode_once(model, inprocess):
     result = evaluate(model, _config(policy="ros2", workers=2), progress=False)
 

@@ -18,9 +18,11 @@ from sim2real.sim.pybullet_backend import PybulletBackend  # noqa: E402
 
 REQUIRED = {"success_rate", "success_ci95", "episodes", "successes", "collisions", "mean_progress_m",
             "latency_ms", "model_sha256", "model", "policy", "scenario", "scenario_sha256", "backend",
-            "seed", "steps_per_s", "wall_s", "per_episode"}
+            "seed", "steps_per_s", "wall_s", "per_episode", "turn_reversals", "episodes_with_turn_reversals",
+            "turn_in_place_failures", "turn_in_place_fail_s", "hysteresis"}
 PER_EPISODE = {"index", "success", "collided", "progress_m", "path_length_m", "steps", "trajectory",
-               "collision_point", "obstacles", "latency_ms_mean", "latency_ms_p99"}
+               "collision_point", "obstacles", "latency_ms_mean", "latency_ms_p99", "turn_reversals",
+               "longest_turn_in_place_s", "physics"}
 
 
 def tiny(episodes: int, **kw) -> EvalConfig:
@@ -86,6 +88,9 @@ def test_report_compares_side_by_side(expert_result, tmp_path):
     write_report(spin, tmp_path / "r.html", compare=result)
     page = (tmp_path / "r.html").read_text()
     assert "expert (ceiling)" in page and "spin" in page
+    assert "Turn reversals (left↔right, no forward between)" in page and "<th>turn reversals</th>" in page
+    assert spin["per_episode"][0]["longest_turn_in_place_s"] == pytest.approx(5.0)    # all 50 steps turn left
+    assert spin["turn_reversals"] == 0
 
 
 def test_each_episode_records_its_arena_and_the_report_draws_every_size(tmp_path):

@@ -48,7 +48,7 @@ def forged(folder: Path, channels: int = 2, height: int = 24, width: int = 32, o
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     onnx.save(model, str(path))
-    write_manifest(path, new_manifest("onnx-model", **{b: built[b] for b in model_contract.BLOCKS}))
+    write_manifest(path, new_manifest("onnx-model", **model_contract.manifest_blocks(built)))
     return path
 
 

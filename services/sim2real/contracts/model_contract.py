@@ -9,6 +9,8 @@ beside it. On load (:func:`verify`) a model is checked, not trusted:
   sim2real reads, and the actions must be this runtime's;
 - the file must carry the contract, and the manifest's blocks must equal the file's (an edited
   manifest no longer changes what the runtime does: it is refused, naming the edited field);
+- the optional ``runtime`` block (the turn hysteresis, :mod:`sim2real.contracts.hysteresis`) must
+  be equal in both, or absent from both (a model without it runs without the layer);
 - the graph's input must have the contract's channels, height and width, and its output one logit
   per action (the runtime also runs one probe image through the engine, for dimensions the graph
   leaves open).
@@ -22,13 +24,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sim2real.contracts import actions
+from sim2real.contracts import actions, hysteresis
 from sim2real.contracts.camera import CameraContract, CameraError
 from sim2real.contracts.preprocessing import CHANNELS, PreprocessSpec
 
 METADATA_KEY = "sim2real.contract"
 CONTRACT_VERSION = 1
 BLOCKS = ("preprocessing", "camera", "actions")
+OPTIONAL_BLOCKS = ("runtime",)
 MIRROR = ("exact: logits = 0.5 * (f(x) + swap(f(flip(x)))), f run once on the batch [x; flip(x)]; "
           "an exact left/right tie resolves to left")
 
@@ -37,13 +40,27 @@ class ModelContractError(ValueError):
     """A model whose contract is missing, unreadable, edited or not what its graph computes."""
 
 
-def build(spec: PreprocessSpec, camera: CameraContract, input_name: str, output_name: str) -> dict:
-    """The contract of a model exported for ``spec`` and ``camera``."""
+def build(spec: PreprocessSpec, camera: CameraContract, input_name: str, output_name: str,
+          runtime: hysteresis.HysteresisParams = hysteresis.DEFAULT) -> dict:
+    """The contract of a model exported for ``spec`` and ``camera``, with the ``runtime`` hysteresis."""
     return {"version": CONTRACT_VERSION, "preprocessing": spec.to_dict(), "camera": camera.to_dict(),
-            "actions": actions.spec(),
+            "actions": actions.spec(), "runtime": hysteresis.runtime_block(runtime),
             "input": {"name": input_name, "shape": ["batch", *spec.input_shape()], "channels": list(CHANNELS)},
             "output": {"name": output_name, "shape": ["batch", len(actions.ACTIONS)]},
             "mirror": MIRROR}
+
+
+def manifest_blocks(contract: dict) -> dict:
+    """The blocks of ``contract`` that its model's manifest repeats."""
+    return {block: contract[block] for block in BLOCKS + OPTIONAL_BLOCKS if block in contract}
+
+
+def runtime_params(manifest: dict, path: Path) -> hysteresis.HysteresisParams:
+    """The turn hysteresis of a model's manifest (off without a ``runtime`` block)."""
+    try:
+        return hysteresis.from_block(manifest.get("runtime"))
+    except ValueError as exc:
+        raise ModelContractError(f"manifest of {path.name}: {exc}; {_reexport(path)}") from None
 
 
 def _first_difference(a: object, b: object, path: str) -> tuple[str, object, object] | None:
@@ -76,6 +93,7 @@ def read_blocks(manifest: dict, path: Path) -> tuple[PreprocessSpec, CameraContr
         camera = CameraContract.from_dict(manifest["camera"])
     except (ValueError, TypeError, CameraError) as exc:
         raise ModelContractError(f"manifest of {path.name}: {str(exc).splitlines()[0]}") from None
+    runtime_params(manifest, path)
     return spec, camera
 
 
@@ -101,8 +119,8 @@ def verify(path: str | Path, manifest: dict, embedded: str | dict | None, input_
         version = embedded.get("version") if isinstance(embedded, dict) else None
         raise ModelContractError(f"{path.name}: its contract version {version!r} is not {CONTRACT_VERSION}; "
                                  f"{_reexport(path)}")
-    for block in BLOCKS:
-        found = _first_difference(manifest[block], embedded.get(block), block)
+    for block in BLOCKS + OPTIONAL_BLOCKS:
+        found = _first_difference(manifest.get(block, "<absent>"), embedded.get(block, "<absent>"), block)
         if found:
             key, said, inside = found
             raise ModelContractError(

@@ -384,6 +384,45 @@ class Datagen(_Strict):
     images_per_world: Int(1, 10000) = 25
 
 
+class Physics(_Strict):
+    """The robot's physics and actuators in evaluation, drawn per episode (datagen ignores this section).
+
+    Each key is a ``[low, high]`` range drawn uniformly at the start of every episode (``[v, v]``
+    fixes it); an absent key keeps the nominal value. Nominal: wheel friction 1.0 (against a floor of
+    1.0), ``robot.mass_kg`` and a solid cylinder's inertia, no actuation error, the motors' torque
+    limit alone (about 0.05 s to full speed), no latency, no jitter, no dropped command.
+
+    - ``wheel_friction``: the driven wheels' friction coefficient;
+    - ``mass_scale``: multiplies the body's mass (its inertia follows); ``inertia_scale``
+      multiplies the body's inertia on top;
+    - ``wheel_speed_error``: each wheel's achieved speed is its command times ``1 + e``, ``e``
+      drawn per wheel (a gain error: one wheel slower than the other curves a straight command);
+    - ``motor_time_constant_s``: each wheel follows its command through a first-order lag;
+      ``wheel_accel_limit_mps2``: and accelerates its rim by at most this much;
+    - ``latency_ms``: the delay between an image and its command taking effect, drawn per episode
+      (``eval --latency-ms`` adds on top); ``latency_jitter_ms``: each command waits up to this
+      much longer (uniform; commands still arrive in order); ``drop_prob``: the chance that a
+      command is lost (the previous one stays in force).
+
+    The evaluator applies latency, jitter and drops, so every driving backend honours them; the
+    backend applies the rest (PyBullet: all of them; Gazebo: see ``sim.gazebo.sdf``).
+    """
+
+    wheel_friction: RealRange(0.05, 3) | None = None
+    mass_scale: RealRange(0.25, 4) | None = None
+    inertia_scale: RealRange(0.25, 4) | None = None
+    wheel_speed_error: RealRange(-0.5, 0.5) | None = None
+    motor_time_constant_s: RealRange(0, 1) | None = None
+    wheel_accel_limit_mps2: RealRange(0.05, 50) | None = None
+    latency_ms: RealRange(0, 1000) | None = None
+    latency_jitter_ms: RealRange(0, 500) | None = None
+    drop_prob: RealRange(0, 0.9) | None = None
+
+    def keys(self) -> list[str]:
+        """The keys this scenario draws (the others stay nominal)."""
+        return [name for name in type(self).model_fields if getattr(self, name) is not None]
+
+
 class Scenario(_Strict):
     name: str = Field(min_length=1, max_length=100)
     description: str = Field("", max_length=2000)
@@ -397,6 +436,7 @@ class Scenario(_Strict):
     start_pose: StartPose = StartPose()
     episode: Episode = Episode()
     datagen: Datagen = Datagen()
+    physics: Physics = Physics()
 
     @model_validator(mode="after")
     def _camera_ranges(self) -> "Scenario":

@@ -21,19 +21,23 @@ from pathlib import Path
 
 import numpy as np
 
-from sim2real.contracts.actions import STOP
+from sim2real.contracts.actions import STOP, Twist
 from sim2real.contracts.evaluation import MAX_EPISODES, MAX_LATENCY_MS
 from sim2real.contracts.manifest import write_json_atomic
 from sim2real.contracts.scenario import Scenario, load_scenario
 from sim2real.environment import scoped_environ
 from sim2real.eval.frames import command_label, encode_frame, frame_steps, select_samples
 from sim2real.eval.policies import Policy, make_policy
+from sim2real.eval.turns import (TURN_IN_PLACE_FAIL_S, failed_turning_in_place, longest_turn_in_place_steps,
+                                 turn_reversals)
 from sim2real.sim import registry
 from sim2real.sim.base import SimBackend
 from sim2real.sim.people import step_people
+from sim2real.sim.physics import CommandLink, sample_physics
 from sim2real.sim.world import nominal_camera, sample_free_pose, sample_world
 
 MAX_TRAJECTORY_POINTS = 200
+PHYSICS_STREAM = 1          # SeedSequence([seed, index, PHYSICS_STREAM]) draws an episode's robot physics
 WILSON_Z = 1.96
 
 
@@ -47,6 +51,8 @@ class EvalConfig:
     workers: int = 1
     latency_ms: float = 0.0   # delay between an observation and its command taking effect
     policy: str = "inprocess"  # how a model is run: "inprocess" (runtime backend) or "ros2" (the node)
+    hysteresis: str = "model"  # a model's turn hysteresis: "model" (its own), "off" or "K[,P]"
+    failed_bags: str | None = None   # folder: each failed episode is written there as an MCAP bag
 
 
 def wilson_interval(successes: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
@@ -68,6 +74,10 @@ def _validate(config: EvalConfig) -> Scenario:
         raise ValueError(f"workers must be an integer of at least 1 (got {config.workers!r})")
     if not 0 <= config.latency_ms <= MAX_LATENCY_MS:
         raise ValueError(f"latency_ms must be a number from 0 to {MAX_LATENCY_MS:g} (got {config.latency_ms!r})")
+    if config.failed_bags is not None:
+        from sim2real.eval.bags import check_folder
+
+        check_folder(config.failed_bags)
     if config.backend not in registry.names():
         raise ValueError(f"unknown simulator backend '{config.backend}' (known: {', '.join(registry.names())})")
     return load_scenario(config.scenario)
@@ -85,7 +95,7 @@ def _create_backend(name: str, scenario: Scenario) -> SimBackend:
 def prepare(model: str | Path, config: EvalConfig) -> tuple[Scenario, Policy, SimBackend]:
     """Validate ``config`` and ``model``; return the scenario, the policy and a driving backend (close it)."""
     scenario = _validate(config)
-    policy = make_policy(str(model), config.engine, scenario, via=config.policy)
+    policy = make_policy(str(model), config.engine, scenario, via=config.policy, turns=config.hysteresis)
     try:
         return scenario, policy, _create_backend(config.backend, scenario)
     except BaseException:
@@ -111,9 +121,14 @@ class EpisodeInterrupted(Exception):
 
 
 def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: int, index: int,
-                latency_ms: float = 0.0, interrupt: Callable[[], bool] | None = None) -> dict:
+                latency_ms: float = 0.0, interrupt: Callable[[], bool] | None = None,
+                failed_bags: str | Path | None = None) -> dict:
     """One closed-loop episode. Returns its record plus ``_latencies`` (ms per step) and ``_frames``
     (sample depth frames, :mod:`sim2real.eval.frames`), which ``summarize`` removes.
+
+    The robot's physics are drawn from the scenario (:mod:`sim2real.sim.physics`); each command
+    reaches the wheels after the drawn latency plus ``latency_ms``. With ``failed_bags`` a failed
+    episode is written there as a bag (:mod:`sim2real.eval.bags`).
 
     ``interrupt`` is asked before every control step; when it answers True the episode is
     abandoned with :class:`EpisodeInterrupted` (a stopping worker hands its shard back).
@@ -121,22 +136,30 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
     world = sample_world(scenario, rng)
     start = sample_free_pose(world, scenario.obstacles.start_clearance_m, rng)
+    # The robot's physics come from their own stream: the world, the start and the sensor noise of
+    # episode i are the same whatever the physics section says.
+    physics_rng = np.random.default_rng(np.random.SeedSequence([seed, index, PHYSICS_STREAM]))
+    physics = sample_physics(scenario.physics, physics_rng)
+    link = CommandLink(physics, latency_ms, physics_rng)
+    backend.set_physics(physics)
     backend.load(world)
     backend.reset_robot(start)
+    policy.reset()
     camera = nominal_camera(scenario)
     robot, episode = scenario.robot, scenario.episode
     dt = 1.0 / episode.control_hz
     n_steps = int(round(episode.duration_s * episode.control_hz))
-    delay = latency_ms / 1e3
 
     pose = backend.robot_pose()
     trajectory = [(pose.x, pose.y)]
     latencies: list[float] = []
+    commands: list[Twist] = []
     pending: list[tuple[float, object]] = []   # (time it takes effect, twist), in time order
     active = STOP
     collided, collision_point, steps, stop_commands = False, None, 0, 0
     keep = frame_steps(index, n_steps)
     frames: list[dict] = []
+    recording = [] if failed_bags is not None else None
 
     def frame(k: int, depth: np.ndarray, twist, collision: bool = False) -> dict:
         return encode_frame(depth, scenario.camera.max_range_m, episode=index, step=k, t_s=k * dt, twist=twist,
@@ -155,6 +178,9 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
         twist = policy.command(depth, pose, world, robot)
         latencies.append((time.perf_counter() - t0) * 1e3)
         stop_commands += twist == STOP
+        commands.append(twist)
+        if recording is not None:
+            recording.append((t, pose, depth, twist))
         if k in keep:
             frames.append(frame(k, depth, twist))
         if world.people:          # people walk one control step while the robot carries out its command
@@ -162,11 +188,13 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
             backend.move_people(world)
             for walk, person in zip(walks, world.people):
                 walk.append((person.x, person.y))
-        if delay <= 0:
+        if link.instant:
             result = backend.step(twist, dt)
             collided = result.collided
         else:
-            pending.append((t + delay, twist))
+            arrival = link.send(t)
+            if arrival is not None:
+                pending.append((arrival, twist))
             now, end = t, t + dt
             while True:
                 if pending and pending[0][0] <= now + 1e-9:
@@ -195,7 +223,7 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
     kept = trajectory[::stride]
     if kept[-1] != trajectory[-1]:
         kept.append(trajectory[-1])
-    return {
+    record = {
         "index": index,
         "success": bool(not collided and progress >= episode.min_progress_m),
         "collided": bool(collided),
@@ -203,6 +231,9 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
         "path_length_m": round(path_length, 4),
         "steps": steps,
         "stop_commands": stop_commands,
+        "turn_reversals": turn_reversals(commands),
+        "longest_turn_in_place_s": round(longest_turn_in_place_steps(commands) * dt, 4),
+        "physics": physics.to_dict(),
         "left_right_ties": None if ties_before is None else policy.ties - ties_before,
         "arena_size_m": [round(float(v), 4) for v in world.arena_size],
         "start": [round(start.x, 4), round(start.y, 4), round(start.yaw, 4)],
@@ -217,10 +248,15 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
         "_latencies": latencies,
         "_frames": frames,
     }
+    if recording is not None and not record["success"]:
+        from sim2real.eval.bags import write_failed_episode
+
+        record["bag"] = str(write_failed_episode(Path(failed_bags), scenario, world, record, recording))
+    return record
 
 
 def summarize(records: list[dict], config: EvalConfig, scenario: Scenario, *, model: str, policy_kind: str,
-              model_sha256: str | None, workers: int, wall_s: float) -> dict:
+              model_sha256: str | None, workers: int, wall_s: float, hysteresis: str | None = None) -> dict:
     """The result dict from per-episode records (``_latencies`` and ``_frames`` are removed here), in any order."""
     records = sorted(records, key=lambda r: r["index"])
     frames = select_samples([r.pop("_frames", []) for r in records])
@@ -236,6 +272,10 @@ def summarize(records: list[dict], config: EvalConfig, scenario: Scenario, *, mo
         "successes": successes,
         "collisions": sum(r["collided"] for r in records),
         "stop_commands": sum(r.get("stop_commands", 0) for r in records),
+        "turn_reversals": sum(r.get("turn_reversals", 0) for r in records),
+        "episodes_with_turn_reversals": sum(r.get("turn_reversals", 0) > 0 for r in records),
+        "turn_in_place_failures": sum(failed_turning_in_place(r) for r in records),
+        "turn_in_place_fail_s": TURN_IN_PLACE_FAIL_S,
         "left_right_ties": (None if any(r.get("left_right_ties") is None for r in records)
                             else sum(r["left_right_ties"] for r in records)),
         "mean_progress_m": round(float(np.mean([r["progress_m"] for r in records])), 4),
@@ -247,6 +287,7 @@ def summarize(records: list[dict], config: EvalConfig, scenario: Scenario, *, mo
         "model": model,
         "policy": policy_kind,
         "engine": config.engine if policy_kind in ("model", "ros2") else None,
+        "hysteresis": hysteresis,
         "scenario": scenario.name,
         "scenario_sha256": scenario.sha256(),
         "backend": config.backend,
@@ -287,7 +328,7 @@ def _one_thread_per_worker():
 
 def _init_worker(model: str, config: EvalConfig) -> None:
     scenario = load_scenario(config.scenario)
-    policy = make_policy(model, config.engine, scenario, via=config.policy)
+    policy = make_policy(model, config.engine, scenario, via=config.policy, turns=config.hysteresis)
     multiprocessing.util.Finalize(None, policy.close, exitpriority=10)
     _WORKER.update(scenario=scenario, config=config, backend=_create_backend(config.backend, scenario),
                    policy=policy)
@@ -295,7 +336,9 @@ def _init_worker(model: str, config: EvalConfig) -> None:
 
 def _worker_episode(index: int) -> dict:
     w = _WORKER
-    return run_episode(w["backend"], w["policy"], w["scenario"], w["config"].seed, index, w["config"].latency_ms)
+    config = w["config"]
+    return run_episode(w["backend"], w["policy"], w["scenario"], config.seed, index, config.latency_ms,
+                       failed_bags=config.failed_bags)
 
 
 # --------------------------------------------------------------------------- the evaluation
@@ -322,7 +365,8 @@ def evaluate(model: str | Path, config: EvalConfig, json_out: Path | None = None
         if workers == 1:
             try:
                 for i in range(config.episodes):
-                    records.append(run_episode(backend, policy, scenario, config.seed, i, config.latency_ms))
+                    records.append(run_episode(backend, policy, scenario, config.seed, i, config.latency_ms,
+                                               failed_bags=config.failed_bags))
                     bar.update(1)
                     bar.set_postfix(success=f"{sum(r['success'] for r in records) / len(records):.2f}")
             finally:
@@ -344,7 +388,8 @@ def evaluate(model: str | Path, config: EvalConfig, json_out: Path | None = None
         bar.close()
     wall = time.perf_counter() - start
     result = summarize(records, config, scenario, model=model_text, policy_kind=policy.kind,
-                       model_sha256=policy.sha256, workers=workers, wall_s=wall)
+                       model_sha256=policy.sha256, workers=workers, wall_s=wall,
+                       hysteresis=getattr(policy, "hysteresis", None))
     if json_out is not None:
         write_json_atomic(json_out, result)
     if report_out is not None:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sim2real.contracts.actions import LEFT, Twist, choose, twist_for
+from sim2real.contracts import hysteresis
+from sim2real.contracts.actions import LEFT, Twist, twist_for
 from sim2real.contracts.camera import Intrinsics
 from sim2real.contracts.evaluation import BUILTIN_POLICIES, POLICY_TRANSPORTS
 from sim2real.contracts.scenario import Expert, Robot, Scenario
@@ -40,6 +41,9 @@ class Policy:
     def command(self, depth_m: np.ndarray, pose: Pose2D, world: World, robot: Robot) -> Twist:
         """The velocity command for this frame (by default, the robot's twist for ``act``)."""
         return twist_for(self.act(depth_m, pose, world), robot.forward_speed_mps, robot.turn_rate_radps)
+
+    def reset(self) -> None:
+        """A new episode starts (a stateful policy forgets the last one)."""
 
     def close(self) -> None:
         """Release what the policy holds (processes, sessions); safe to call twice."""
@@ -69,11 +73,13 @@ class SpinPolicy(Policy):
 
 class ModelPolicyAdapter(Policy):
     """A deployed model (``runtime.policy.ModelPolicy``): depth only, the shipped preprocessing, the
-    scenario camera's intrinsics (as CameraInfo gives them on the robot)."""
+    scenario camera's intrinsics (as CameraInfo gives them on the robot), the turn hysteresis the
+    model carries (or ``turns``: ``model``, ``off``, ``K[,P]``), reset at every episode."""
 
     kind = "model"
 
-    def __init__(self, model_path: str | Path, engine: str = "auto", scenario: Scenario | None = None):
+    def __init__(self, model_path: str | Path, engine: str = "auto", scenario: Scenario | None = None,
+                 turns: str = "model"):
         from sim2real.runtime.policy import ModelPolicy
 
         self.model = ModelPolicy(model_path, backend=engine)
@@ -84,10 +90,15 @@ class ModelPolicyAdapter(Policy):
             self.model.mapping(self.intrinsics).check()
         self.last_latency_ms = 0.0
         self.ties = 0
+        self.turns = hysteresis.TurnHysteresis(hysteresis.parse(turns, self.model.hysteresis))
+        self.hysteresis = self.turns.params.describe()
+
+    def reset(self) -> None:
+        self.turns.reset()
 
     def act(self, depth_m: np.ndarray, pose: Pose2D, world: World) -> int:
         t0 = time.perf_counter()
-        action, tie = choose(self.model.logits(depth_m, self.intrinsics))
+        action, tie = self.turns.step(self.model.logits(depth_m, self.intrinsics))
         self.last_latency_ms = (time.perf_counter() - t0) * 1e3
         self.ties += tie
         return action
@@ -102,12 +113,15 @@ def scenario_intrinsics(scenario: Scenario | None) -> Intrinsics | None:
 
 
 def make_policy(model: str | Path, engine: str = "auto", scenario: Scenario | None = None,
-                via: str = "inprocess") -> Policy:
+                via: str = "inprocess", turns: str = "model") -> Policy:
     """``"expert"``, ``"spin"`` or the path of an exported model, run ``via`` "inprocess" or "ros2".
 
     ``scenario`` gives the expert its robot radius and rule, and the ROS 2 node its robot's speeds
-    (the contract defaults without one). "ros2" starts the real ``sim2real serve`` node: close it.
+    (the contract defaults without one). ``turns`` is a model's turn hysteresis (``model``: its
+    own, ``off``, ``K[,P]``; the built-in policies have none). "ros2" starts the real
+    ``sim2real serve`` node: close it.
     """
+    hysteresis.parse(turns, hysteresis.OFF)
     if via not in POLICY_TRANSPORTS:
         raise ValueError(f"unknown policy transport '{via}' (known: {', '.join(POLICY_TRANSPORTS)})")
     text = str(model)
@@ -122,5 +136,5 @@ def make_policy(model: str | Path, engine: str = "auto", scenario: Scenario | No
     if via == "ros2":
         from sim2real.eval.ros2_policy import Ros2NodePolicy
 
-        return Ros2NodePolicy(path, engine, scenario)
-    return ModelPolicyAdapter(path, engine, scenario)
+        return Ros2NodePolicy(path, engine, scenario, turns=turns)
+    return ModelPolicyAdapter(path, engine, scenario, turns)

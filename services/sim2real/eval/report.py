@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from sim2real.contracts.manifest import write_bytes_atomic
+from sim2real.eval.turns import failed_turning_in_place
 
 _GREEN, _RED, _GREY = "#2e9d4a", "#d1352b", "#9a9a9a"
 _DETAIL_PANELS = 6
@@ -210,6 +211,11 @@ def _rows(res: dict) -> list[tuple[str, str]]:
         ("Zero-Twist commands (fail-safe stops)", str(res.get("stop_commands", 0))),
         ("Exact left/right ties (resolved to left)",
          "–" if res.get("left_right_ties") is None else str(res["left_right_ties"])),
+        ("Turn reversals (left↔right, no forward between)",
+         f"{res.get('turn_reversals', 0)} in {res.get('episodes_with_turn_reversals', 0)} episodes"),
+        (f"Failed by turning in place > {res.get('turn_in_place_fail_s', 5):g} s",
+         str(res.get("turn_in_place_failures", 0))),
+        ("Turn hysteresis", html.escape(str(res.get("hysteresis") or "–"))),
         ("Mean net progress", f"{res['mean_progress_m']:.2f} m"),
         ("Mean path length", f"{res['mean_path_length_m']:.2f} m" if "mean_path_length_m" in res else "–"),
         ("Latency p50 / p99 / mean", f"{lat['p50']:.2f} / {lat['p99']:.2f} / {lat['mean']:.2f} ms"),
@@ -228,11 +234,15 @@ def _episode_table(result: dict) -> str:
     for ep in result["per_episode"]:
         cls = "ok" if ep["success"] else "bad"
         verdict = "success" if ep["success"] else ("collision" if ep["collided"] else "too little progress")
+        if failed_turning_in_place(ep):
+            verdict += ", turned in place"
         rows.append(f"<tr class={cls}><td>{ep['index']}</td><td>{verdict}</td><td>{ep['progress_m']:.2f}</td>"
                     f"<td>{ep['path_length_m']:.2f}</td><td>{ep['steps']}</td>"
+                    f"<td>{ep.get('turn_reversals', 0)}</td><td>{ep.get('longest_turn_in_place_s', 0):.1f}</td>"
                     f"<td>{ep.get('latency_ms_mean', 0):.2f}</td></tr>")
     return ("<table class=eps><tr><th>episode</th><th>result</th><th>net progress (m)</th>"
-            "<th>path (m)</th><th>steps</th><th>mean latency (ms)</th></tr>" + "".join(rows) + "</table>")
+            "<th>path (m)</th><th>steps</th><th>turn reversals</th><th>longest turn in place (s)</th>"
+            "<th>mean latency (ms)</th></tr>" + "".join(rows) + "</table>")
 
 
 def render_html(result: dict, trajectories_png: bytes, latency_png: bytes, compare: dict | None = None,

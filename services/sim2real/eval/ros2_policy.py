@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sim2real.contracts import hysteresis, model_contract
 from sim2real.contracts.actions import Twist
 from sim2real.contracts.manifest import read_manifest, sha256_file
 from sim2real.contracts.preprocessing import PreprocessSpec
@@ -45,6 +46,10 @@ MODEL_TOPIC = "sim2real_policy/model"
 WATCHDOG_S = 86400.0                      # the simulator is not real time: no wall-clock stops
 WARM_UP_TRIES = 10                        # flat images (0.2 s apart) sent until the node answers one
 UNSERVED_GRACE_S = 0.1
+# Image stamps are the episode's time from an origin that alternates between 0 and RESTART_S, so
+# each new episode's stamps jump back in time or far beyond the watchdog: the node forgets a
+# committed turn (the warm-up images sit half-way).
+RESTART_S = 1_000_000.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -71,6 +76,7 @@ class Ros2NodePolicy(Policy):
     kind = "ros2"
 
     def __init__(self, model_path: str | Path, engine: str = "auto", scenario: Scenario | None = None, *,
+                 turns: str = "model",
                  reply_timeout_s: float = 5.0, retries: int = 2, startup_timeout_s: float = 120.0):
         try:
             import rclpy
@@ -82,6 +88,11 @@ class Ros2NodePolicy(Policy):
         self.sha256 = sha256_file(self.model_path)
         self.reply_timeout_s, self.retries = reply_timeout_s, retries
         self.intrinsics = scenario_intrinsics(scenario)
+        self.turns = turns
+        self.hysteresis = hysteresis.parse(turns, model_contract.runtime_params(
+            read_manifest(self.model_path, verify=False), self.model_path)).describe()
+        self._dt = 1.0 / (scenario.episode.control_hz if scenario is not None else 10.0)
+        self._t = 0.0              # the next image's stamp: the episode's time from its origin
         self.namespace = f"/sim2real_eval_{secrets.token_hex(4)}"
         self._serving = False      # True once the node has answered an image with a moving command
         self._answers: list[tuple[float, float]] = []
@@ -111,7 +122,8 @@ class Ros2NodePolicy(Policy):
         command = [sys.executable, "-m", "sim2real.cli", "serve", "--model", str(self.model_path),
                    "--backend", engine, "--image-topic", IMAGE_TOPIC, "--cmd-vel-topic", CMD_VEL_TOPIC,
                    "--camera-info-topic", CAMERA_INFO_TOPIC,
-                   "--watchdog-timeout", str(WATCHDOG_S), "--diagnostics-period", "3600"]
+                   "--watchdog-timeout", str(WATCHDOG_S), "--diagnostics-period", "3600",
+                   "--hysteresis", self.turns]
         if scenario is not None:   # the scenario's speeds, with the safety envelope set to them
             command += ["--forward-speed", repr(scenario.robot.forward_speed_mps),
                         "--turn-rate", repr(scenario.robot.turn_rate_radps),
@@ -170,6 +182,7 @@ class Ros2NodePolicy(Policy):
         middle = (spec.min_range_m + spec.max_range_m) / 2
         shape = (self.intrinsics.height, self.intrinsics.width) if self.intrinsics else (spec.height, spec.width)
         warm_up = fill_image_msg(self._image, encode_depth(np.full(shape, middle, np.float32)))
+        warm_up.header.stamp.sec, warm_up.header.stamp.nanosec = int(RESTART_S // 2), 0
         for _ in range(WARM_UP_TRIES):
             self._answers.clear()
             self._publish(warm_up)
@@ -196,8 +209,9 @@ class Ros2NodePolicy(Policy):
 
         self._drain()
         msg = fill_image_msg(self._image, encode_depth(depth_m, "32FC1"))
+        stamp, self._t = self._t, self._t + self._dt
         for _ in range(1 + self.retries):           # sensor-data QoS is best effort: an image may be lost
-            msg.header.stamp = self._node.get_clock().now().to_msg()
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(round(stamp * 1e9), 10**9)
             self._publish(msg)
             end = time.monotonic() + self.reply_timeout_s
             while not self._answers and time.monotonic() < end:
@@ -247,6 +261,10 @@ class Ros2NodePolicy(Policy):
         return f"; its last log line: {lines[-1].strip()}" if lines else ""
 
     # ------------------------------------------------------------------ tear-down
+    def reset(self) -> None:
+        """A new episode: its stamps start from the other origin, which tells the node to forget a committed turn."""
+        self._t = RESTART_S if self._t < RESTART_S else 0.0
+
     def close(self) -> None:
         """Stop the node (SIGINT, then SIGKILL after 10 s) and this side's ROS context. Idempotent."""
         if self._context is not None:

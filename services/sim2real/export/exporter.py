@@ -336,7 +336,7 @@ def export(checkpoint: Path, out: Path, data: Path | None = None, int8: bool = T
         lineage.append(_link("checkpoint", checkpoint, ck["sha256"]))
         common = {"inputs": {"checkpoint": ck["sha256"], "dataset": ck["inputs"].get("dataset"),
                              "scenario": ck["inputs"].get("scenario")}, "lineage": lineage,
-                  **{block: contract[block] for block in model_contract.BLOCKS}, "mirror": contract["mirror"],
+                  **model_contract.manifest_blocks(contract), "mirror": contract["mirror"],
                   "arch": ck.get("arch"), "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "opset": OPSET,
                   "checks": provenance}
         bar.update()

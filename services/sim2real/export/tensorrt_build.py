@@ -193,6 +193,7 @@ def build_engine(onnx_path: str | Path, out: str | Path, precision: str, timing_
     write_manifest(engine, new_manifest(
         ENGINE_KIND, inputs=inputs, lineage=lineage, source_onnx=onnx_path.name, **metadata,
         preprocessing=source["preprocessing"], camera=source["camera"], actions=source["actions"],
+        **({"runtime": source["runtime"]} if "runtime" in source else {}),
         contract=source["contract"], mirror=source.get("mirror"), arch=source.get("arch"),
         input_name=input_name, output_name=source.get("output_name", "logits"),
         profile={"input": input_name, "min": list(one), "opt": list(one),

@@ -20,12 +20,15 @@ _SERVE_FLAGS = {  # CLI flag dest → ROS parameter name
     "max_linear_speed": "max_linear_speed", "max_angular_speed": "max_angular_speed",
     "watchdog_timeout": "watchdog_timeout_s", "max_invalid_fraction": "max_invalid_fraction",
     "diagnostics_period": "diagnostics_period_s", "expected_rate": "expected_rate_hz",
-    "camera_info_topic": "camera_info_topic", "shadow": "shadow", "shadow_topic": "shadow_topic",
+    "camera_info_topic": "camera_info_topic", "hysteresis": "hysteresis",
+    "shadow": "shadow", "shadow_topic": "shadow_topic",
     "teleop_topic": "teleop_topic", "shadow_window": "shadow_window_s", "shadow_lag": "shadow_lag_s",
 }
 # replay flag dest → node parameter (flags win over --params-file, which wins over the defaults)
 _REPLAY_FLAGS = {"backend": "backend", "max_invalid_fraction": "max_invalid_fraction",
-                 "camera_info_topic": "camera_info_topic"}
+                 "camera_info_topic": "camera_info_topic", "hysteresis": "hysteresis"}
+HYSTERESIS_HELP = ("turn hysteresis: 'model' (the model's own, default), 'off', or K[,P]: a turn goes on until "
+                   "the model chooses forward K images in a row, each with probability >= P")
 _INTRINSICS = ("camera_width", "camera_height", "camera_fx", "camera_fy", "camera_cx", "camera_cy")
 
 
@@ -127,6 +130,7 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shadow-lag", type=float,
                    help="the driver's reaction lag in seconds: each image is compared with the command in "
                         "effect this long after it (default 0.3)")
+    p.add_argument("--hysteresis", metavar="model|off|K[,P]", help=HYSTERESIS_HELP)
     p.add_argument("--ros-args", nargs=argparse.REMAINDER, default=[],
                    help="the rest goes to ROS, e.g. --ros-args -r /cmd_vel:=/robot/cmd_vel")
 
@@ -207,6 +211,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--intrinsics", metavar="W,H,FX,FY,CX,CY",
                    help="the camera's intrinsics in pixels (CameraInfo convention), used instead of the bag's "
                         "CameraInfo; without either, the model's trained field of view, square pixels")
+    p.add_argument("--hysteresis", metavar="model|off|K[,P]", help=HYSTERESIS_HELP)
     p.set_defaults(func=_replay)
 
 

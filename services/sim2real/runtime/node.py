@@ -51,6 +51,7 @@ from sim2real.contracts.actions import (
     choose,
     twist_for,
 )
+from sim2real.contracts import hysteresis
 from sim2real.contracts.camera import CameraError, Intrinsics
 from sim2real.contracts.preprocessing import CameraMismatch, InputMapping
 from sim2real.runtime.frame_rate import FrameRate, rate_warning
@@ -131,6 +132,7 @@ class NodeParams:
     shadow_max_age_s: float = COMMAND_MAX_AGE_S
     label_angular_z: float = ANGULAR_THRESHOLD_RADPS
     label_linear_x: float = LINEAR_THRESHOLD_MPS
+    hysteresis: str = "model"
 
     @property
     def output_topic(self) -> str:
@@ -193,6 +195,7 @@ class NodeParams:
             if not getattr(self, name):
                 raise ValueError(f"{name} must not be empty")
         self.intrinsics()
+        hysteresis.parse(self.hysteresis, hysteresis.OFF)
         if self.shadow:
             self.check_shadow_output()
             self.shadow_agreement()
@@ -313,7 +316,10 @@ class DepthToTwist:
     ``policy`` is a :class:`~sim2real.runtime.policy.ModelPolicy` (or anything with ``mapping``
     and ``infer``; its ``manifest``, when it has one, sets the safety envelope). ``camera``
     resolves each image's intrinsics (default: from ``params``). ``last_tie`` is True when the
-    action came from an exact left/right tie. Building one checks the speeds
+    action came from an exact left/right tie. The model's choice goes through the turn hysteresis
+    (:mod:`sim2real.contracts.hysteresis`: the model's own, or ``params.hysteresis``), which starts
+    afresh when an image's stamp goes back in time or follows the previous one by more than the
+    watchdog timeout (a new run, a looped bag). Building one checks the speeds
     (:meth:`NodeParams.safety_envelope`), and every command it returns is finite and inside the
     envelope.
     """
@@ -329,12 +335,26 @@ class DepthToTwist:
         self.last_tie = False
         self.last_logits: np.ndarray | None = None
         self.last_reason: str | None = None
+        self.turns = hysteresis.TurnHysteresis(hysteresis.parse(
+            params.hysteresis, getattr(policy, "hysteresis", hysteresis.OFF)))
+        self._last_stamp: float | None = None
+
+    def _new_run(self, msg) -> None:
+        """Forget a committed turn when the image stream starts again (see the class docstring)."""
+        stamp = getattr(getattr(msg, "header", None), "stamp", None)
+        if stamp is None:
+            return
+        t = stamp.sec + stamp.nanosec * 1e-9
+        if self._last_stamp is not None and not 0 <= t - self._last_stamp <= self.params.watchdog_timeout_s:
+            self.turns.reset()
+        self._last_stamp = t
 
     def handle(self, msg) -> Twist:
         """The command for ``msg``; on a stop ``last_action`` is None and ``last_reason`` says why."""
         start = time.perf_counter()
         self.last_timing_ms, self.last_action, self.last_logits, self.last_reason = {}, None, None, None
         self.last_tie = False
+        self._new_run(msg)
         try:
             depth, mapping = self._depth(msg)
         except ImageError as exc:
@@ -349,7 +369,7 @@ class DepthToTwist:
             logits = np.asarray(self.policy.infer(x[None]))
             if logits.shape != (len(ACTIONS),) or not np.all(np.isfinite(logits)):
                 raise ValueError(f"model output {logits.tolist()} is not {len(ACTIONS)} finite logits")
-            action, tie = choose(logits)
+            action, tie = self.turns.step(logits)
             twist = twist_for(action, self.params.forward_speed, self.params.turn_rate)
             if not self.envelope.allows(twist):
                 raise ValueError(f"{twist} is outside the safety envelope {self.envelope}")
@@ -440,7 +460,7 @@ class PolicyNode:
             "sha256": self.policy.sha256, "model": str(self.params.model_path),
             "backend": getattr(getattr(self.policy, "engine", None), "name", self.params.backend),
             "preprocessing": self.policy.spec.to_dict(), "camera": self.policy.camera.to_dict(),
-            "actions": list(ACTIONS),
+            "actions": list(ACTIONS), "hysteresis": self.pipeline.turns.params.describe(),
         }
         self.subscription = self.node.create_subscription(Image, self.params.image_topic, self._on_image,
                                                           qos_profile_sensor_data)

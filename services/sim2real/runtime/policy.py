@@ -59,6 +59,7 @@ class ModelPolicy:
             raise FileNotFoundError(f"model not found: {self.model_path}")
         self.manifest = read_manifest(self.model_path)
         self.spec, self.camera = model_contract.read_blocks(self.manifest, self.model_path)
+        self.hysteresis = model_contract.runtime_params(self.manifest, self.model_path)
         self.sha256 = self.manifest["sha256"]
         self.engine = engines.create(backend, self.model_path)
         model_contract.verify(self.model_path, self.manifest, self.engine.contract, self.engine.input_shape,

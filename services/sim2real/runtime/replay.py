@@ -197,6 +197,7 @@ def replay(bag: str | Path, model: str | Path, *, topic: str = "/camera/depth/im
                     writer.write(twist_conn, timestamp, store.serialize_cdr(command, TWIST_TYPE))
     return {"bag": str(bag), "topic": topic, "frames": sum(counts.values()), "actions": counts,
             "left_right_ties": ties, "camera_intrinsics": pipeline.camera.source,
+            "hysteresis": pipeline.turns.params.describe(),
             "model": str(model), "model_sha256": policy.sha256, "backend": policy.engine.name,
             "latency_ms": stats.summary(), "failsafe_events": logged, "out": str(out),
             **({"out_bag": str(out_bag)} if out_bag is not None else {})}

@@ -9,6 +9,7 @@ import numpy as np
 
 from sim2real.contracts.actions import Twist
 from sim2real.contracts.scenario import Scenario
+from sim2real.sim.physics import RobotPhysics
 from sim2real.sim.world import CameraSample, Pose2D, World
 
 
@@ -39,6 +40,13 @@ class SimBackend(ABC):
     @abstractmethod
     def render_depth(self, pose: Pose2D, camera: CameraSample, rng: np.random.Generator) -> np.ndarray:
         """The depth image the robot's camera sees at ``pose``, sensor model applied."""
+
+    def set_physics(self, physics: RobotPhysics) -> None:
+        """The robot's physics for the next episodes (before or after ``load``; see ``sim.physics``).
+
+        A backend that drives a robot and cannot honour a drawn key raises ``UnsupportedScenario``.
+        """
+        raise NotImplementedError(f"the {self.name} backend renders only; it does not simulate a robot")
 
     def reset_robot(self, pose: Pose2D) -> None:
         raise NotImplementedError(f"the {self.name} backend renders only; it does not simulate a robot")

@@ -23,6 +23,7 @@ from sim2real.contracts.actions import Twist
 from sim2real.contracts.camera import vfov_deg
 from sim2real.contracts.scenario import RENDER_REACH_M, Robot, Scenario
 from sim2real.sim.base import SimBackend, StepResult
+from sim2real.sim.physics import NOMINAL, MotorModel, RobotPhysics
 from sim2real.sim.sensors import apply_sensor_model
 from sim2real.sim.world import CameraSample, Obstacle, Pose2D, World, camera_extrinsics
 
@@ -151,6 +152,8 @@ class PybulletBackend(SimBackend):
         self.people: list[int] = []
         self._wheels: tuple[int, int] = (-1, -1)
         self._base_z = 0.0
+        self.physics = NOMINAL
+        self._motor = MotorModel(NOMINAL, scenario.robot.wheel_radius_m)
         self._proj_cache: dict[tuple, list[float]] = {}
 
     # ------------------------------------------------------------------ scene
@@ -180,9 +183,26 @@ class PybulletBackend(SimBackend):
         # PyBullet's base position is the base's centre of mass, not its URDF frame: remember its
         # height with the wheels on the floor, for reset_robot.
         self._base_z = p.getBasePositionAndOrientation(self.robot, physicsClientId=c)[0][2]
-        for wheel in self._wheels:
-            p.changeDynamics(self.robot, wheel, lateralFriction=WHEEL_FRICTION, physicsClientId=c)
+        self._apply_physics()
         self._drive(0.0, 0.0)
+
+    def set_physics(self, physics: RobotPhysics) -> None:
+        """Every key is honoured: friction, mass and inertia here, the motors in :meth:`step`."""
+        self.physics = physics
+        self._motor = MotorModel(physics, self.scenario.robot.wheel_radius_m)
+        if self.robot is not None:
+            self._apply_physics()
+
+    def _apply_physics(self) -> None:
+        c, robot, ph = self.client, self.robot, self.physics
+        for wheel in self._wheels:
+            p.changeDynamics(robot, wheel, lateralFriction=WHEEL_FRICTION * ph.wheel_friction, physicsClientId=c)
+        if ph.mass_scale == 1.0 and ph.inertia_scale == 1.0:
+            return                                           # the URDF's own
+        spec = self.scenario.robot
+        inertia = _cylinder_inertia(spec.mass_kg * ph.mass_scale, spec.radius_m, spec.height_m)
+        p.changeDynamics(robot, -1, mass=spec.mass_kg * ph.mass_scale,
+                         localInertiaDiagonal=[v * ph.inertia_scale for v in inertia], physicsClientId=c)
 
     def _add_solid(self, o: Obstacle, rgba) -> int:
         c = self.client
@@ -219,6 +239,7 @@ class PybulletBackend(SimBackend):
         for wheel in self._wheels:
             p.resetJointState(robot, wheel, 0.0, 0.0, physicsClientId=c)
         self._drive(0.0, 0.0)
+        self._motor.reset()
         # Let the robot settle on its wheels and casters without moving.
         for _ in range(int(0.1 * PHYSICS_HZ)):
             p.stepSimulation(physicsClientId=c)
@@ -238,9 +259,15 @@ class PybulletBackend(SimBackend):
     def step(self, command: Twist, dt: float) -> StepResult:
         self._need_robot()
         c = self.client
-        self._drive(*self.wheel_speeds(command))
+        error = self.physics.wheel_speed_error
+        target = tuple(w * (1.0 + e) for w, e in zip(self.wheel_speeds(command), error))
+        motors = self.physics.has_motor_model
+        if not motors:
+            self._drive(*target)
         collided = False
         for _ in range(max(1, int(round(dt * PHYSICS_HZ)))):
+            if motors:
+                self._drive(*self._motor.advance(target, 1.0 / PHYSICS_HZ))
             p.stepSimulation(physicsClientId=c)
             if not collided and self.contact_point() is not None:
                 collided = True

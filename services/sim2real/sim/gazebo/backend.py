@@ -29,7 +29,8 @@ from sim2real.contracts.actions import Twist
 from sim2real.contracts.scenario import Scenario
 from sim2real.sim.base import SimBackend, StepResult, UnsupportedScenario
 from sim2real.sim.gazebo.bridge import ROS_TOPICS, bridge_yaml, services
-from sim2real.sim.gazebo.sdf import PHYSICS_STEP_S, ROBOT_NAME, WORLD_NAME, world_sdf
+from sim2real.sim.gazebo.sdf import PHYSICS_STEP_S, ROBOT_NAME, WORLD_NAME, check_physics, world_sdf
+from sim2real.sim.physics import NOMINAL, RobotPhysics
 from sim2real.sim.sensors import apply_sensor_model
 from sim2real.sim.world import CameraSample, Pose2D, World, nominal_camera
 
@@ -53,6 +54,8 @@ class GazeboBackend(SimBackend):
         if scenario.obstacles.people.count[1] > 0:
             raise UnsupportedScenario("gazebo backend: obstacles.people.count: moving people are not simulated in "
                                       "Gazebo (the world holds them where they start); evaluate them in pybullet")
+        check_physics(scenario)
+        self.physics = NOMINAL
         for binary in (gz_binary, ros2_binary):
             if shutil.which(binary) is None:
                 raise RuntimeError(f"gazebo backend: '{binary}' is not on PATH (it runs in the gazebo-eval image)")
@@ -145,10 +148,14 @@ class GazeboBackend(SimBackend):
                 raise RuntimeError(f"gazebo backend: no {what} within {timeout_s:g} s")
             time.sleep(0.01)
 
+    def set_physics(self, physics: RobotPhysics) -> None:
+        """Written into the next ``load``'s SDF world (the keys ``sdf.check_physics`` allows)."""
+        self.physics = physics
+
     def load(self, world: World) -> None:
         self._stop_processes()
         sdf_path, bridge_path = self._tmpdir / "world.sdf", self._tmpdir / "bridge.yaml"
-        sdf_path.write_text(world_sdf(self.scenario, world), encoding="utf-8")
+        sdf_path.write_text(world_sdf(self.scenario, world, physics=self.physics), encoding="utf-8")
         bridge_path.write_text(bridge_yaml(WORLD_NAME), encoding="utf-8")
         log = self._log = open(self._tmpdir / "gazebo.log", "ab")
         self._procs = [

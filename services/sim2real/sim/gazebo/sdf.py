@@ -7,6 +7,14 @@ scenario's camera (size, field of view, mount height, pitch, range), a contact s
 (collisions) and a ground-truth pose publisher. Sensor noise is not put in the SDF: like every
 backend, the Gazebo backend applies the scenario's sensor model to the ideal depth image.
 
+The robot's drawn physics (``sim.physics``) map onto the SDF where SDFormat and the DiffDrive
+system can say them: ``wheel_friction`` (the wheels' mu), ``mass_scale`` and ``inertia_scale``
+(the chassis' inertial) and ``wheel_accel_limit_mps2`` (DiffDrive's linear and angular
+acceleration limits, the rim limit on the body). ``motor_time_constant_s`` and
+``wheel_speed_error`` have no counterpart: a scenario that draws them is refused
+(:func:`check_physics`), never silently dropped. Latency, jitter and dropped commands are the
+evaluator's, on every backend.
+
 Pure Python (xml.etree): generating and checking the world needs no Gazebo.
 """
 
@@ -17,6 +25,8 @@ import xml.etree.ElementTree as ET
 
 from sim2real.contracts.scenario import RENDER_REACH_M, Scenario
 from sim2real.sim import kinds
+from sim2real.sim.base import UnsupportedScenario
+from sim2real.sim.physics import LINK_KEYS, NOMINAL, RobotPhysics
 from sim2real.sim.world import Obstacle, Pose2D, World
 
 SDF_VERSION = "1.9"
@@ -48,6 +58,19 @@ _OBSTACLE_RGBA = "0.6 0.6 0.65 1"
 _WALL_RGBA = "0.8 0.75 0.7 1"
 _PERSON_RGBA = "0.85 0.6 0.3 1"
 _FLOOR_RGBA = "0.4 0.4 0.4 1"
+
+
+# The physics keys this SDF maps; LINK_KEYS are the evaluator's. Any other drawn key is refused.
+MAPPED_PHYSICS = ("wheel_friction", "mass_scale", "inertia_scale", "wheel_accel_limit_mps2")
+
+
+def check_physics(scenario: Scenario) -> None:
+    """Refuse, naming them, the physics keys a Gazebo world cannot honour."""
+    refused = [key for key in scenario.physics.keys() if key not in MAPPED_PHYSICS + LINK_KEYS]
+    if refused:
+        raise UnsupportedScenario(f"gazebo backend: physics.{', physics.'.join(refused)} cannot be expressed in "
+                                  f"SDF or by the DiffDrive system; evaluate with pybullet, or remove "
+                                  f"{'them' if len(refused) > 1 else 'it'} from the scenario")
 
 
 def _f(value: float) -> str:
@@ -137,10 +160,11 @@ def solid_model(name: str, o: Obstacle, rgba: str = _OBSTACLE_RGBA) -> ET.Elemen
     return model
 
 
-def robot_model(scenario: Scenario, start: Pose2D | None = None) -> ET.Element:
+def robot_model(scenario: Scenario, start: Pose2D | None = None, physics: RobotPhysics = NOMINAL) -> ET.Element:
     """The differential-drive robot; its model frame is on the floor under the body's axis, +x forward."""
+    check_physics(scenario)
     robot, camera = scenario.robot, scenario.camera
-    r, h, m = robot.radius_m, robot.height_m, robot.mass_kg
+    r, h, m = robot.radius_m, robot.height_m, robot.mass_kg * physics.mass_scale
     rw, sep = robot.wheel_radius_m, robot.wheel_separation_m
     start = start or Pose2D(0.0, 0.0, 0.0)
     body_z = GROUND_CLEARANCE_M + h / 2
@@ -152,7 +176,8 @@ def robot_model(scenario: Scenario, start: Pose2D | None = None) -> ET.Element:
     chassis = _sub(model, "link", name="chassis")
     _sub(chassis, "pose", _pose(z=body_z))
     side = m * (3 * r**2 + h**2) / 12.0
-    _inertial(chassis, m, side, side, 0.5 * m * r**2)
+    spin = physics.inertia_scale
+    _inertial(chassis, m, side * spin, side * spin, 0.5 * m * r**2 * spin)
     _geometry(_sub(chassis, "collision", name="chassis_collision"), "cylinder", (r, h))
     visual = _sub(chassis, "visual", name="chassis_visual")
     _geometry(visual, "cylinder", (r, h))
@@ -207,7 +232,7 @@ def robot_model(scenario: Scenario, start: Pose2D | None = None) -> ET.Element:
         _inertial(wheel, WHEEL_MASS_KG, wi_side, wi_side, 0.5 * WHEEL_MASS_KG * rw**2)
         collision = _sub(wheel, "collision", name=f"{name}_collision")
         _geometry(collision, "cylinder", (rw, WHEEL_WIDTH_M))
-        _friction(collision, WHEEL_FRICTION)
+        _friction(collision, WHEEL_FRICTION * physics.wheel_friction)
         _geometry(_sub(wheel, "visual", name=f"{name}_visual"), "cylinder", (rw, WHEEL_WIDTH_M))
         joint = _sub(model, "joint", name=f"{name}_joint", type="revolute")
         _sub(joint, "parent", "chassis")
@@ -235,6 +260,11 @@ def robot_model(scenario: Scenario, start: Pose2D | None = None) -> ET.Element:
     _sub(drive, "right_joint", "right_wheel_joint")
     _sub(drive, "wheel_separation", sep)
     _sub(drive, "wheel_radius", rw)
+    if physics.wheel_accel_limit_mps2 > 0:
+        a = physics.wheel_accel_limit_mps2
+        for sign, name in ((1, "max"), (-1, "min")):
+            _sub(drive, f"{name}_linear_acceleration", sign * a)
+            _sub(drive, f"{name}_angular_acceleration", sign * 2 * a / sep)
     _sub(drive, "topic", GZ_TOPICS["cmd_vel"])
     _sub(drive, "odom_topic", GZ_TOPICS["odometry"])
     _sub(drive, "odom_publish_frequency", scenario.episode.control_hz)
@@ -252,13 +282,13 @@ def robot_model(scenario: Scenario, start: Pose2D | None = None) -> ET.Element:
 
 
 def world_element(scenario: Scenario, world: World, start: Pose2D | None = None,
-                  name: str = WORLD_NAME) -> ET.Element:
+                  name: str = WORLD_NAME, physics: RobotPhysics = NOMINAL) -> ET.Element:
     """The ``<sdf>`` root: physics, the systems the episode loop needs, floor, walls, obstacles, robot."""
     sdf = ET.Element("sdf", version=SDF_VERSION)
     w = _sub(sdf, "world", name=name)
-    physics = _sub(w, "physics", name="lockstep", type="ignored")
-    _sub(physics, "max_step_size", PHYSICS_STEP_S)
-    _sub(physics, "real_time_factor", "0")          # as fast as possible; the loop steps it
+    engine = _sub(w, "physics", name="lockstep", type="ignored")
+    _sub(engine, "max_step_size", PHYSICS_STEP_S)
+    _sub(engine, "real_time_factor", "0")          # as fast as possible; the loop steps it
     _sub(w, "gravity", "0 0 -9.81")
     for filename, cls in (("gz-sim-physics-system", "Physics"), ("gz-sim-user-commands-system", "UserCommands"),
                           ("gz-sim-scene-broadcaster-system", "SceneBroadcaster"),
@@ -289,12 +319,13 @@ def world_element(scenario: Scenario, world: World, start: Pose2D | None = None,
         w.append(solid_model(f"obstacle_{k}", obstacle))
     for k, person in enumerate(world.person_parts()):     # where they stand; the backend cannot move them
         w.append(solid_model(f"person_{k}", person, _PERSON_RGBA))
-    w.append(robot_model(scenario, start))
+    w.append(robot_model(scenario, start, physics))
     return sdf
 
 
-def world_sdf(scenario: Scenario, world: World, start: Pose2D | None = None, name: str = WORLD_NAME) -> str:
-    """The world as SDF text (``gz sim <file>`` loads it)."""
-    root = world_element(scenario, world, start, name)
+def world_sdf(scenario: Scenario, world: World, start: Pose2D | None = None, name: str = WORLD_NAME,
+              physics: RobotPhysics = NOMINAL) -> str:
+    """The world as SDF text (``gz sim <file>`` loads it), with the robot's drawn ``physics``."""
+    root = world_element(scenario, world, start, name, physics)
     ET.indent(root)
     return '<?xml version="1.0"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
