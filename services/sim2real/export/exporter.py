@@ -69,7 +69,8 @@ from sim2real.contracts.dataset import Dataset
 from sim2real.contracts.manifest import atomic_path, manifest_path, new_manifest, read_manifest, write_manifest
 from sim2real.contracts.preprocessing import CHANNELS, PreprocessSpec
 from sim2real.export.equivariance import embed_contract, mirror_equivariant
-from sim2real.train.trainer import load_checkpoint, preprocess_millimetres, split_indices
+from sim2real.train.checkpoint import load_checkpoint
+from sim2real.train.data import preprocess_millimetres, split_indices
 
 ONNX_NAME = "model.onnx"
 INT8_NAME = "model.int8.onnx"
