@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from sim2real.contracts.actions import ACTIONS
+from sim2real.contracts.camera import CameraContract
 from sim2real.contracts.dataset import Dataset
+from sim2real.contracts.preprocessing import PreprocessSpec
 from sim2real.contracts.manifest import atomic_path, read_manifest, write_manifest
 from sim2real.train.config import RESUME_KEYS, TrainConfig
 from sim2real.train.model import arch_names, build_model
@@ -60,17 +62,22 @@ def stored_config(path: str | Path) -> TrainConfig:
     return TrainConfig.from_dict(manifest["train_config"])
 
 
-def check_resumable(path: Path, manifest: dict, config: TrainConfig, dataset: Dataset) -> None:
-    recorded = manifest.get("train_config") or {}
-    differences = [f"{key} {recorded.get(key)!r} → {getattr(config, key)!r}" for key in RESUME_KEYS
-                   if recorded.get(key) != getattr(config, key)]
+def check_resumable(path: Path, manifest: dict, config: TrainConfig, datasets: list[Dataset]) -> None:
+    """Refuse a training state made with other settings (older states: missing keys are the defaults)
+    or on other datasets."""
+    recorded = {**TrainConfig().recorded(), **(manifest.get("train_config") or {})}
+    current = config.recorded()
+    differences = [f"{key} {recorded.get(key)!r} → {current[key]!r}" for key in RESUME_KEYS
+                   if recorded.get(key) != current[key]]
     if differences:
         raise ValueError(f"{path} was made with other settings ({'; '.join(differences)}): a run resumes "
                          f"only with the settings it started with (leave them out to reuse them)")
-    if manifest.get("inputs", {}).get("dataset") != dataset.sha256:
-        raise ValueError(f"{path} was trained on another dataset (sha256 "
-                         f"{str(manifest.get('inputs', {}).get('dataset'))[:12]}…), not {dataset.root} "
-                         f"({dataset.sha256[:12]}…)")
+    was = ([entry.get("sha256") for entry in manifest.get("datasets") or []]
+           or [manifest.get("inputs", {}).get("dataset")])
+    now = [dataset.sha256 for dataset in datasets]
+    if was != now:
+        raise ValueError(f"{path} was trained on other data (sha256 {', '.join(str(s)[:12] + '…' for s in was)}), "
+                         f"not {', '.join(f'{d.root} ({d.sha256[:12]}…)' for d in datasets)}")
 
 
 def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -124,3 +131,13 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
         raise ValueError(f"{path}: weights do not fit {meta.get('arch')}: {str(exc).splitlines()[0]}") from None
     return model.eval(), manifest
 
+
+def contract_of(ck: dict, checkpoint: Path) -> tuple[PreprocessSpec, CameraContract]:
+    """The preprocessing and camera a checkpoint was trained with (one-line errors for older ones)."""
+    if not isinstance(ck.get("camera"), dict):
+        raise ValueError(f"{checkpoint} records no camera block: it was trained by an older sim2real (one depth "
+                         f"channel, no camera contract); retrain it with this sim2real (sim2real train)")
+    try:
+        return PreprocessSpec.from_dict(ck.get("preprocessing")), CameraContract.from_dict(ck["camera"])
+    except ValueError as exc:
+        raise ValueError(f"{checkpoint}: {str(exc).splitlines()[0]}") from None

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from sim2real.contracts.preprocessing import CHANNELS
@@ -16,7 +17,9 @@ MAX_INPUT_SIZE = 1024            # the largest model input side (the largest sce
 MEMORY_SHARE = 0.8               # refuse a run whose preprocessed images alone need more of the RAM than this
 # Settings that change what is computed: a run resumes only with the same values.
 RESUME_KEYS = ("epochs", "batch_size", "lr", "input_size", "seed", "val_fraction", "arch", "augment",
-               "noise_sigma_per_m2", "dropout", "holes", "amp")
+               "noise_sigma_per_m2", "dropout", "holes", "amp", "mix", "freeze", "init", "schedule", "patience")
+FREEZABLE = ("stem", "layer1", "layer2", "layer3", "layer4")     # the network's early-to-late parts
+SCHEDULES = ("onecycle", "plateau")
 
 
 @dataclass
@@ -29,6 +32,17 @@ class TrainConfig:
     ``device`` is ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
     ``allow_missing_classes`` trains on a dataset that lacks an action (refused by default: such a
     policy can never choose it).
+
+    Fine-tuning and co-training: ``init`` is a finished checkpoint (or the run folder holding it)
+    to start from; ``freeze`` names parts of the network (``FREEZABLE``) whose weights and
+    BatchNorm statistics stay as ``init`` left them; ``mix`` maps dataset names to the share of
+    every batch drawn from them (the other datasets fill the rest, pooled).
+
+    Stopping: ``patience`` ≥ 1 checks the validation loss after every epoch and stops after that
+    many epochs without improvement, keeping the best epoch's weights (0: run every epoch).
+    ``schedule`` is ``onecycle`` (warm-up then anneal over ``epochs``) or ``plateau`` (warm-up over
+    the first epoch, then a constant rate cut tenfold at each plateau; the second plateau stops;
+    needs ``patience``). ``epochs`` is always the cap.
     """
 
     epochs: int = 6
@@ -47,6 +61,11 @@ class TrainConfig:
     amp: bool = True
     tensorboard: bool = True
     allow_missing_classes: bool = False
+    init: str | None = None
+    freeze: tuple[str, ...] = ()
+    mix: dict[str, float] | None = None
+    schedule: str = "onecycle"
+    patience: int = 0
 
     def validate(self) -> None:
         """Raise a one-line ValueError for a setting that cannot train."""
@@ -73,12 +92,35 @@ class TrainConfig:
         if not (self.device in ("auto", "cpu", "cuda") or
                 (self.device.startswith("cuda:") and self.device[5:].isdigit())):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        unknown = [name for name in self.freeze if name not in FREEZABLE]
+        if unknown:
+            raise ValueError(f"cannot freeze {', '.join(map(repr, unknown))}: the parts are {', '.join(FREEZABLE)}")
+        if self.freeze and not self.init:
+            raise ValueError("freeze needs init: frozen layers keep the weights of the checkpoint training starts from")
+        for name, share in (self.mix or {}).items():
+            if not (isinstance(share, (int, float)) and 0.0 < share < 1.0):
+                raise ValueError(f"mix share of '{name}' must be between 0 and 1 (exclusive), got {share!r}")
+        if self.mix and sum(self.mix.values()) > 1.0 + 1e-9:
+            raise ValueError(f"mix shares add up to {sum(self.mix.values()):g}, more than 1")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not isinstance(self.patience, int) or self.patience < 0:
+            raise ValueError(f"patience must be an integer ≥ 0 (epochs), got {self.patience!r}")
+        if self.schedule == "plateau" and self.patience < 1:
+            raise ValueError("the plateau schedule needs patience ≥ 1 (epochs without improvement before a cut)")
+
+    def recorded(self) -> dict:
+        """The config as JSON keeps it (tuples become lists)."""
+        return json.loads(json.dumps(asdict(self)))
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         """A config from its recorded form (unknown keys from other versions are ignored)."""
         known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        values = {key: value for key, value in data.items() if key in known}
+        if "freeze" in values:
+            values["freeze"] = tuple(values["freeze"] or ())
+        return cls(**values)
 
 
 def check_output_folder(out: Path) -> None:

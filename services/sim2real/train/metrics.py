@@ -18,20 +18,25 @@ CONFUSION_PNG = "confusion_matrix.png"
 TENSORBOARD = "tensorboard"
 
 
-def confusion(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-              num_classes: int = len(ACTIONS), device: torch.device | None = None) -> np.ndarray:
-    """Confusion matrix (rows: true class, columns: predicted) of ``model`` on a set."""
+def predict(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+            device: torch.device | None = None) -> tuple[np.ndarray, float]:
+    """(predicted classes, summed unweighted cross-entropy) of ``model`` in evaluation mode on a set."""
     model.eval()
-    matrix = np.zeros((num_classes, num_classes), np.int64)
-    if len(x) == 0:
-        return matrix
-    preds = []
+    preds, loss = [], 0.0
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
             batch = x[start:start + batch_size].to(device or "cpu").contiguous(memory_format=torch.channels_last)
-            preds.append(model(batch).argmax(1).cpu())
-    pred = torch.cat(preds).numpy()
-    np.add.at(matrix, (y.numpy(), pred), 1)
+            logits = model(batch)
+            loss += float(nn.functional.cross_entropy(logits.float(), y[start:start + batch_size].to(logits.device),
+                                                      reduction="sum"))
+            preds.append(logits.argmax(1).cpu())
+    return (torch.cat(preds).numpy() if preds else np.zeros(0, np.int64)), loss
+
+
+def matrix_of(y: np.ndarray, pred: np.ndarray, num_classes: int = len(ACTIONS)) -> np.ndarray:
+    """Confusion matrix (rows: true class, columns: predicted)."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (np.asarray(y), np.asarray(pred)), 1)
     return matrix
 
 
