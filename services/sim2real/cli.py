@@ -151,7 +151,7 @@ def _run(args: argparse.Namespace) -> int:
     config = PipelineConfig(scenario=args.scenario, num_images=args.num, epochs=args.epochs,
                             input_size=args.input_size, episodes=args.episodes, seed=args.seed,
                             workers=args.workers, min_int8_agreement=args.min_int8_agreement,
-                            artifacts=Path(args.artifacts))
+                            artifacts=Path(args.artifacts), patience=args.patience, schedule=args.schedule)
     return gate(run_pipeline(config), args.min_success)
 
 
@@ -308,6 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--input-size", type=int, default=128,
                    help="model input width in pixels; the height follows the camera's aspect (default %(default)s)")
+    p.add_argument("--patience", type=int, default=0, metavar="EPOCHS",
+                   help="training stops after this many epochs without a better validation loss (default 0: off; "
+                        "see sim2real train --patience)")
+    p.add_argument("--schedule", choices=["onecycle", "plateau"], default="onecycle",
+                   help="training's learning-rate schedule (default %(default)s; plateau needs --patience)")
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--workers", type=int, default=2, help="datagen and eval processes")
     p.add_argument("--artifacts", default=os.environ.get("SIM2REAL_ARTIFACTS", "artifacts"),

@@ -119,7 +119,7 @@ def train(data: str | Path | Sequence[str | Path] | Mapping[str, str | Path], ou
               val_src=np.repeat(np.arange(len(sources)), [len(source.val_idx) for source in sources]),
               groups=groups, init=init, progress=progress and env.is_main)
     del x_parts, y_parts
-    threads = config.threads or max(1, (os.cpu_count() or 1) // max(1, env.local_world_size))
+    threads = config.threads or max(1, _cores() // max(1, env.local_world_size))
     with torch_settings(threads, device), distributed.process_group(env, device):
         return run.fit(payload, resumed_from, stop_after, threads)
 
@@ -149,3 +149,11 @@ def _init(config: TrainConfig) -> dict:
     spec, camera = contract_of(manifest, path)
     return {"path": str(path), "sha256": manifest["sha256"], "state_dict": model.state_dict(),
             "lineage": list(manifest.get("lineage") or []), "spec": spec, "camera": camera}
+
+
+def _cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container's cpuset limits)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
