@@ -161,3 +161,17 @@ def test_cli_fine_tunes_and_refuses_bad_mixes(data, base, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert code == 2 and message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_run_with_early_stopping_resumes_exactly(tmp_path):
+    toy = make_toy_dataset(tmp_path / "small", count=96)
+    config = TrainConfig(epochs=4, patience=2, schedule="plateau", **FAST)
+    straight = train(toy, tmp_path / "straight", config, progress=False)
+    state = train(toy, tmp_path / "cut", config, progress=False, stop_after=2)
+    assert torch.load(state, weights_only=True)["train_state"]["stopper"]["best_epoch"] >= 1
+    resumed = train(toy, tmp_path / "cut", config, progress=False, resume=state)
+    first, second = (torch.load(path, weights_only=True)["state_dict"] for path in (straight, resumed))
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    histories = [json.loads((path.parent / "metrics.json").read_text()) for path in (straight, resumed)]
+    assert histories[0]["history"] == histories[1]["history"]
+    assert histories[0]["early_stopping"] == histories[1]["early_stopping"]
