@@ -170,7 +170,7 @@ def _samples(manifest: dict, data: Path | None, spec: PreprocessSpec,
         for entry in entries:
             if not entry["path"] or not Path(entry["path"]).is_dir():
                 where = entry["path"] or "the checkpoint manifest names none"
-                raise FileNotFoundError(f"export needs the training data for parity checks and INT8 "
+                raise FileNotFoundError(f"export needs the training dataset for parity checks and INT8 "
                                         f"calibration, but {where} is not there: pass --data")
     config = manifest.get("train_config") or {}
     seed = int(config.get("seed", 0))
