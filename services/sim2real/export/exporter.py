@@ -143,11 +143,14 @@ def _compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -
 
 
 def _recorded_datasets(manifest: dict) -> list[dict]:
-    """Every dataset behind a checkpoint as {name, path, sha256, share} (older ones: the one dataset)."""
+    """Every dataset behind a checkpoint as {name, path, sha256, share} (older ones: the one dataset).
+    The primary dataset's path is ``dataset_path``, as for a checkpoint trained on one dataset."""
     recorded = manifest.get("datasets")
     if isinstance(recorded, list) and recorded:
-        return [{"name": entry.get("name"), "path": entry.get("path"), "sha256": entry.get("sha256"),
-                 "share": float(entry.get("share") or 0.0)} for entry in recorded]
+        entries = [{"name": entry.get("name"), "path": entry.get("path"), "sha256": entry.get("sha256"),
+                    "share": float(entry.get("share") or 0.0)} for entry in recorded]
+        entries[0]["path"] = manifest.get("dataset_path") or entries[0]["path"]
+        return entries
     return [{"name": None, "path": manifest.get("dataset_path"), "sha256": manifest.get("inputs", {}).get("dataset"),
              "share": 1.0}]
 
