@@ -322,7 +322,8 @@ class Run:
                                      "val_loss": val_loss, "val_accuracy": summary["val_accuracy"],
                                      "val_per_class_accuracy": summary["per_class_accuracy"]})
                 if writer is not None:
-                    log_epoch(writer, done.global_step, epoch, loss, accuracy, summary, count / max(seconds, 1e-9))
+                    log_epoch(writer, done.global_step, epoch, loss, accuracy, {**summary, "val_loss": val_loss},
+                              count / max(seconds, 1e-9))
                 if self.progress:
                     print(f"epoch {epoch}/{config.epochs}: loss {loss:.4f} train acc {accuracy:.3f} "
                           f"val loss {val_loss:.4f} val acc {summary['val_accuracy']:.3f}", file=sys.stderr)

@@ -95,6 +95,8 @@ def log_epoch(writer: Any, step: int, epoch: int, loss: float, accuracy: float, 
     writer.add_scalar("train/accuracy", accuracy, step)
     writer.add_scalar("train/images_per_second", images_per_second, step)
     writer.add_scalar("val/accuracy", summary["val_accuracy"], step)
+    if "val_loss" in summary:
+        writer.add_scalar("val/loss", summary["val_loss"], step)
     for name, value in summary["per_class_accuracy"].items():
         if value is not None:
             writer.add_scalar(f"val/accuracy_{name}", value, step)
