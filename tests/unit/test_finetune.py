@@ -16,6 +16,7 @@ from sim2real.contracts.manifest import read_manifest, sha256_file
 from sim2real.export import exporter
 from sim2real.train import loop
 from sim2real.train.data import batch_counts, mixed_order, parse_sources
+from sim2real.train.schedule import Stopper
 from sim2real.train.trainer import TrainConfig, train
 
 FAST = dict(batch_size=32, input_size=32, threads=1, tensorboard=False, arch="resnet10")
@@ -135,7 +136,7 @@ def test_early_stopping_keeps_the_best_epoch_and_stops_on_a_plateau(data, tmp_pa
 
 
 def test_stopper_cuts_once_then_stops():
-    stopper = loop.Stopper(patience=2, cuts_allowed=1)
+    stopper = Stopper(patience=2, cuts_allowed=1)
     verdicts = [stopper.update(epoch, loss) for epoch, loss in enumerate([1.0, 0.5, 0.6, 0.5, 0.4, 0.45, 0.41], 1)]
     assert verdicts == ["best", "best", "wait", "cut", "best", "wait", "stop"]
     assert stopper.best_epoch == 5

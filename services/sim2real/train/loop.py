@@ -4,7 +4,6 @@ validation after every epoch, BatchNorm recalibration, and the files a run write
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import sys
 import time
@@ -33,11 +32,10 @@ from sim2real.train.data import mixed_order
 from sim2real.train.metrics import (CONFUSION_PNG, METRICS, TENSORBOARD, log_epoch, matrix_of, plot_confusion, predict,
                                     summarise, summary_writer)
 from sim2real.train.model import build_model, parts
+from sim2real.train.schedule import PlateauLR, Stopper
 
 BN_SAMPLES = 4096
 CHECK_SAMPLES = 1024           # BatchNorm sample before each early-stopping check
-MIN_IMPROVEMENT = 1e-3        # a validation loss counts as better when lower by this share
-PLATEAU_FACTOR = 0.1          # the plateau schedule's cut
 
 
 def mirror(x: torch.Tensor, y: torch.Tensor, flip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,50 +86,6 @@ def train_mode(model: nn.Module, frozen: list[nn.Module] = ()) -> None:
     model.train()
     for module in frozen:
         module.eval()
-
-
-class PlateauLR(torch.optim.lr_scheduler.LRScheduler):
-    """Linear warm-up over ``warmup_steps``, then the base rate, times ``scale`` (``cut`` divides it by 10)."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int):
-        self.warmup_steps = max(1, warmup_steps)
-        self.scale = 1.0
-        super().__init__(optimizer)
-
-    def get_lr(self) -> list[float]:
-        warm = min(1.0, (self.last_epoch + 1) / self.warmup_steps)
-        return [base * warm * self.scale for base in self.base_lrs]
-
-    def cut(self) -> None:
-        self.scale *= PLATEAU_FACTOR
-
-
-@dataclass
-class Stopper:
-    """Early stopping on the validation loss (and the plateau schedule's cuts); saved in ``last.pt``."""
-
-    patience: int
-    cuts_allowed: int = 0
-    best_loss: float = math.inf
-    best_epoch: int = 0
-    bad: int = 0
-    cuts: int = 0
-
-    def update(self, epoch: int, loss: float) -> str:
-        """``best``, ``wait``, ``cut`` (lower the rate and go on) or ``stop`` after this epoch's loss."""
-        if loss < self.best_loss * (1.0 - MIN_IMPROVEMENT):
-            self.best_loss, self.best_epoch, self.bad = loss, epoch, 0
-            return "best"
-        self.bad += 1
-        if self.bad < self.patience:
-            return "wait"
-        if self.cuts < self.cuts_allowed:
-            self.cuts, self.bad = self.cuts + 1, 0
-            return "cut"
-        return "stop"
-
-    def state(self) -> dict:
-        return {"best_loss": self.best_loss, "best_epoch": self.best_epoch, "bad": self.bad, "cuts": self.cuts}
 
 
 def resolve_device(name: str, env: DistEnv) -> torch.device:
