@@ -75,6 +75,8 @@ def train(data: str | Path | Sequence[str | Path] | Mapping[str, str | Path], ou
                          f"{env.world_size} processes at least 2 images")
     datasets = [Dataset(folder) for _, folder in named]
     names = [name for name, _ in named]
+    train_sizes = [len(split_indices(len(dataset), config.val_fraction, config.seed)[0]) for dataset in datasets]
+    groups = batch_counts(train_sizes, names, config.mix, config.batch_size) if config.mix else None
     init = _init(config) if config.init else None
     payload, resumed_from = None, None
     if resume is not None:
@@ -107,15 +109,13 @@ def train(data: str | Path | Sequence[str | Path] | Mapping[str, str | Path], ou
     all_labels = np.concatenate([source.labels for source in sources])
     check_classes(all_labels, named[0][1] if len(named) == 1 else ", ".join(map(str, (f for _, f in named))),
                   config.allow_missing_classes)
-    train_sizes = [len(source.train_idx) for source in sources]
-    groups = batch_counts(train_sizes, names, config.mix, config.batch_size) if config.mix else None
     if steps_per_epoch(sum(train_sizes), config.batch_size, env.world_size) < 1:
         raise ValueError(f"{sum(train_sizes)} training images are too few for {env.world_size} processes")
     run = Run(config=config, env=env, device=device, sources=sources, out=out, spec=spec, camera=camera,
-              augment=augment, x_train=torch.cat([x for x, _ in x_parts]), y_train=torch.cat([y for y, _ in y_parts]),
+              augment=augment, x_train=_joined([x for x, _ in x_parts]), y_train=_joined([y for y, _ in y_parts]),
               train_src=np.repeat(np.arange(len(sources)), train_sizes),
               train_row=np.concatenate([source.train_idx for source in sources]),
-              x_val=torch.cat([x for _, x in x_parts]), y_val=torch.cat([y for _, y in y_parts]),
+              x_val=_joined([x for _, x in x_parts]), y_val=_joined([y for _, y in y_parts]),
               val_src=np.repeat(np.arange(len(sources)), [len(source.val_idx) for source in sources]),
               groups=groups, init=init, progress=progress and env.is_main)
     del x_parts, y_parts
@@ -157,3 +157,8 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0)) or 1
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The sources' tensors end to end (one source: itself, not a copy)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
