@@ -48,19 +48,39 @@ def _datagen(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import fields, replace
 
-    from sim2real.train.trainer import TrainConfig, stored_config, train
+    from sim2real.train.trainer import TrainConfig, init_config, stored_config, train
 
-    # Settings left out of the command come from the training state when resuming, else the defaults.
+    # Settings left out of the command come from the training state when resuming, from the starting
+    # checkpoint's (arch, input size) when fine-tuning, else the defaults.
     base = stored_config(args.resume) if args.resume else TrainConfig()
+    if args.init and not args.resume:
+        start = init_config(args.init)
+        base = replace(base, arch=start.arch, input_size=start.input_size)
+    if args.freeze is not None:
+        args.freeze = tuple(part.strip() for part in args.freeze.split(",") if part.strip())
+    if args.mix is not None:
+        args.mix = dict(_share(item) for item in args.mix)
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
              if getattr(args, f.name, None) is not None}
     config = replace(base, **given)
-    result = train(Path(args.data), Path(args.out), config, resume=Path(args.resume) if args.resume else None,
+    result = train(args.data, Path(args.out), config, resume=Path(args.resume) if args.resume else None,
                    stop_after=args.stop_after)
     if os.environ.get("RANK", "0") == "0":
         key = "checkpoint" if result.name == "checkpoint.pt" else "resume_state"
         print(json.dumps({key: str(result)}))
     return 0
+
+
+def _share(item: str) -> tuple[str, float]:
+    """``NAME=SHARE`` (``--mix``) as (name, share)."""
+    name, sep, value = item.partition("=")
+    try:
+        share = float(value)
+    except ValueError:
+        share = None
+    if not (sep and name and share is not None):
+        raise ValueError(f"--mix takes NAME=SHARE (for example real=0.3), got {item!r}")
+    return name, share
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -145,7 +165,7 @@ def _run(args: argparse.Namespace) -> int:
     config = PipelineConfig(scenario=args.scenario, num_images=args.num, epochs=args.epochs,
                             input_size=args.input_size, episodes=args.episodes, seed=args.seed,
                             workers=args.workers, min_int8_agreement=args.min_int8_agreement,
-                            artifacts=Path(args.artifacts))
+                            artifacts=Path(args.artifacts), patience=args.patience, schedule=args.schedule)
     return gate(run_pipeline(config), args.min_success)
 
 
@@ -189,13 +209,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("train", help="train the 1-channel ResNet policy (torchrun for several processes)",
                          description="Train on a datagen dataset. Run under torchrun for data-parallel training: "
                                      "torchrun --nproc_per_node N -m sim2real train ... (Gloo on CPU, NCCL on CUDA).")
-    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--data", required=True, action="append", metavar="[NAME=]FOLDER",
+                   help="dataset folder; repeat to co-train on several (the first is the primary one: its camera "
+                        "makes the input contract); NAME defaults to the folder's name")
     p.add_argument("--out", required=True, help="output folder for the checkpoint")
+    p.add_argument("--init", metavar="CHECKPOINT",
+                   help="fine-tune: start from this finished checkpoint.pt (or its run folder); its arch, input "
+                        "size and camera contract are kept")
+    p.add_argument("--mix", action="append", metavar="NAME=SHARE",
+                   help="draw this share of every batch from dataset NAME (repeatable); the other datasets fill "
+                        "the rest, e.g. --data sim=D1 --data real=D2 --mix real=0.3")
+    p.add_argument("--freeze", metavar="PARTS",
+                   help="with --init: keep these parts as the checkpoint has them, comma-separated from stem, "
+                        "layer1, layer2, layer3, layer4 (e.g. stem,layer1)")
+    p.add_argument("--patience", type=int, metavar="EPOCHS",
+                   help="stop after this many epochs without a better validation loss and keep the best epoch "
+                        "(default 0: every epoch; --epochs stays the cap)")
+    p.add_argument("--schedule", choices=["onecycle", "plateau"],
+                   help="learning rate: onecycle over --epochs (default), or plateau: warm-up, then constant, cut "
+                        "tenfold when validation stops improving, stop at the next plateau (needs --patience)")
     p.add_argument("--arch", choices=["resnet18", "resnet10"],
                    help="network: resnet18, or resnet10 for small devices (default resnet18)")
     p.add_argument("--epochs", type=int, help="default 6")
     p.add_argument("--batch-size", type=int, help="global batch, split across processes (default 64)")
-    p.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule (default 0.002)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 0.002; lower it to fine-tune)")
     p.add_argument("--input-size", type=int,
                    help="model input width in pixels, 16 to 1024; the height follows the camera's aspect "
                         "(default 128: 128x72 for the default 16:9 camera)")
@@ -307,6 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--input-size", type=int, default=128,
                    help="model input width in pixels; the height follows the camera's aspect (default %(default)s)")
+    p.add_argument("--patience", type=int, default=0, metavar="EPOCHS",
+                   help="training stops after this many epochs without a better validation loss (default 0: off; "
+                        "see sim2real train --patience)")
+    p.add_argument("--schedule", choices=["onecycle", "plateau"], default="onecycle",
+                   help="training's learning-rate schedule (default %(default)s; plateau needs --patience)")
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--workers", type=int, default=2, help="datagen and eval processes")
     p.add_argument("--artifacts", default=os.environ.get("SIM2REAL_ARTIFACTS", "artifacts"),

@@ -25,6 +25,8 @@ class PipelineConfig:
     num_images: int = 6000
     epochs: int = 6
     input_size: int = 128
+    patience: int = 0
+    schedule: str = "onecycle"
     episodes: int = 100
     seed: int = 0
     workers: int = 2
@@ -72,7 +74,8 @@ def _stages(config: PipelineConfig, run_dir: Path, run_id: str, stage) -> tuple[
                                       workers=config.workers, progress=config.progress))
     checkpoint = stage("train", lambda: train(data_dir, run_dir / "train",
                                               TrainConfig(epochs=config.epochs, input_size=config.input_size,
-                                                          seed=config.seed), progress=config.progress))
+                                                          seed=config.seed, patience=config.patience,
+                                                          schedule=config.schedule), progress=config.progress))
     models = stage("export", lambda: export(checkpoint, run_dir / "model", data=data_dir,
                                             min_int8_agreement=config.min_int8_agreement, progress=config.progress))
     model = models["int8"]

@@ -16,7 +16,7 @@ from sim2real.contracts.actions import ACTIONS, FORWARD, LEFT, RIGHT
 from sim2real.contracts.manifest import manifest_path, read_manifest, write_manifest
 from sim2real.contracts.camera import CameraContract, Intrinsics
 from sim2real.contracts.preprocessing import PreprocessSpec, depth_from_millimetres, preprocess_batch
-from sim2real.train import trainer
+from sim2real.train import loop, metrics, trainer
 from sim2real.train.augment import SensorAugment, augment_millimetres, corrupt
 from sim2real.train.model import build_model
 from sim2real.train.trainer import TrainConfig, load_checkpoint, read_training_state, train
@@ -70,7 +70,7 @@ def test_resnet18_shapes_and_seeded_init():
 def test_mirror_swaps_left_and_right():
     x = torch.arange(4.0).reshape(1, 1, 1, 4).repeat(3, 1, 1, 1)
     y = torch.tensor([FORWARD, LEFT, RIGHT])
-    flipped, labels = trainer.mirror(x, y, torch.tensor([True, True, False]))
+    flipped, labels = loop.mirror(x, y, torch.tensor([True, True, False]))
     assert labels.tolist() == [FORWARD, RIGHT, RIGHT]
     assert flipped[0, 0, 0].tolist() == [3, 2, 1, 0] and flipped[2, 0, 0].tolist() == [0, 1, 2, 3]
 
@@ -268,6 +268,6 @@ def test_sensor_augmentation_follows_the_camera_model():
 
 def test_missing_tensorboard_is_said_once_and_training_goes_on(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
-    monkeypatch.setattr(trainer, "_TENSORBOARD_MISSING_SAID", False)
-    assert trainer.summary_writer(tmp_path) is None and trainer.summary_writer(tmp_path) is None
+    monkeypatch.setattr(metrics, "_TENSORBOARD_MISSING_SAID", False)
+    assert metrics.summary_writer(tmp_path) is None and metrics.summary_writer(tmp_path) is None
     assert capsys.readouterr().err.count("tensorboard package is not installed") == 1

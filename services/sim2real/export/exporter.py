@@ -17,10 +17,12 @@ ONNX metadata, covered by its sha256, and the same blocks in ``<file>.manifest.j
 checks one against the other (``contracts.model_contract``). Every graph is the trained network
 ``f`` wrapped as ``0.5 * (f(x) + swap(f(flip(x))))``, so a mirrored image gives exactly the mirrored
 logits; the INT8 forms quantize ``f`` and are wrapped after, so both halves share one set of
-scales. Export refuses a checkpoint whose head or input does not fit the contract. Held-out images (the checkpoint's own validation split when the
-dataset is the one it was trained on) check FP32 parity with PyTorch and INT8 agreement with FP32;
-calibration (activation ranges at the 99.99th percentile, which agrees with FP32 more often
-than min/max) uses a disjoint seeded subset of training images. A file is renamed into place only
+scales. Export refuses a checkpoint whose head or input does not fit the contract. Held-out images
+(the checkpoint's own validation split when the dataset is the one it was trained on) check FP32
+parity with PyTorch and INT8 agreement with FP32; calibration (activation ranges at the 99.99th
+percentile, which agrees with FP32 more often than min/max) uses a disjoint seeded subset of
+training images drawn from every dataset the checkpoint was trained on (co-training), in
+proportion to each one's share of the training batches. A file is renamed into place only
 after its check passes, so a failed check leaves no file behind.
 
 Gates: FP32 must agree with PyTorch on ≥ 99 % of held-out top-1 decisions with max |diff| ≤ 1e-3;
@@ -69,7 +71,8 @@ from sim2real.contracts.dataset import Dataset
 from sim2real.contracts.manifest import atomic_path, manifest_path, new_manifest, read_manifest, write_manifest
 from sim2real.contracts.preprocessing import CHANNELS, PreprocessSpec
 from sim2real.export.equivariance import embed_contract, mirror_equivariant
-from sim2real.train.trainer import load_checkpoint, preprocess_millimetres, split_indices
+from sim2real.train.checkpoint import contract_of, load_checkpoint
+from sim2real.train.data import preprocess_millimetres, split_indices
 
 ONNX_NAME = "model.onnx"
 INT8_NAME = "model.int8.onnx"
@@ -139,40 +142,78 @@ def _compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -
             "accuracy": float((candidate.argmax(1) == labels).mean())}
 
 
+def _recorded_datasets(manifest: dict) -> list[dict]:
+    """Every dataset behind a checkpoint as {name, path, sha256, share} (older ones: the one dataset).
+    The primary dataset's path is ``dataset_path``, as for a checkpoint trained on one dataset."""
+    recorded = manifest.get("datasets")
+    if isinstance(recorded, list) and recorded:
+        entries = [{"name": entry.get("name"), "path": entry.get("path"), "sha256": entry.get("sha256"),
+                    "share": float(entry.get("share") or 0.0)} for entry in recorded]
+        entries[0]["path"] = manifest.get("dataset_path") or entries[0]["path"]
+        return entries
+    return [{"name": None, "path": manifest.get("dataset_path"), "sha256": manifest.get("inputs", {}).get("dataset"),
+             "share": 1.0}]
+
+
 def _samples(manifest: dict, data: Path | None, spec: PreprocessSpec,
              camera: CameraContract) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """(held-out inputs, held-out labels, calibration inputs, provenance) from the dataset."""
-    if data is None:
-        recorded = manifest.get("dataset_path")
-        data = Path(recorded) if recorded else None
-        if data is None or not data.is_dir():
-            where = recorded or "the checkpoint manifest names none"
-            raise FileNotFoundError(f"export needs the training dataset for parity checks and INT8 "
-                                    f"calibration, but {where} is not there: pass --data")
-    elif not Path(data).is_dir():
-        raise FileNotFoundError(f"dataset not found: {data}")
-    dataset = Dataset(data)
-    depth_mm, labels, cameras = dataset.load()
-    if len(labels) < 2:
-        raise ValueError(f"{data}: {len(labels)} image(s) are too few to check and calibrate an export")
+    """(held-out inputs, held-out labels, calibration inputs, provenance).
+
+    Without ``data``, from every dataset the checkpoint was trained on: held-out images from each
+    one's validation split, calibration images from each one's training split in proportion to its
+    share of the training batches (at least one each), so INT8 ranges cover all of them. ``data``
+    replaces them with that one dataset.
+    """
+    if data is not None:
+        if not Path(data).is_dir():
+            raise FileNotFoundError(f"dataset not found: {data}")
+        entries = [{"name": None, "path": str(data), "sha256": None, "share": 1.0}]
+    else:
+        entries = _recorded_datasets(manifest)
+        for entry in entries:
+            if not entry["path"] or not Path(entry["path"]).is_dir():
+                where = entry["path"] or "the checkpoint manifest names none"
+                raise FileNotFoundError(f"export needs the training dataset for parity checks and INT8 "
+                                        f"calibration, but {where} is not there: pass --data")
     config = manifest.get("train_config") or {}
     seed = int(config.get("seed", 0))
     rng = np.random.default_rng(seed + 1)
-    same = dataset.sha256 == manifest.get("inputs", {}).get("dataset") and "val_fraction" in config
-    if same:
-        train_idx, held_idx = split_indices(len(labels), float(config["val_fraction"]), seed)
-    else:
-        order = rng.permutation(len(labels))
-        n_held = min(MAX_HELD_OUT, max(1, len(labels) // 2))
-        held_idx, train_idx = order[:n_held], order[n_held:]
-    if len(held_idx) > MAX_HELD_OUT:
-        held_idx = np.sort(rng.choice(held_idx, MAX_HELD_OUT, replace=False))
-    calib_idx = np.sort(rng.choice(train_idx, min(CALIBRATION_IMAGES, len(train_idx)), replace=False))
-    provenance = {"dataset_sha256": dataset.sha256, "held_out": "validation split" if same else "seeded subset",
-                  "held_out_images": int(len(held_idx)), "calibration_images": int(len(calib_idx))}
-    return (preprocess_millimetres(depth_mm[held_idx], cameras[held_idx], spec, camera),
-            labels[held_idx].astype(np.int64),
-            preprocess_millimetres(depth_mm[calib_idx], cameras[calib_idx], spec, camera), provenance)
+    shares = np.array([entry["share"] for entry in entries], float)
+    shares = shares / shares.sum() if shares.sum() > 0 else np.full(len(entries), 1.0 / len(entries))
+    wanted = np.maximum(1, np.round(shares * CALIBRATION_IMAGES).astype(int))
+    held_x, held_y, calib_x, records = [], [], [], []
+    for entry, calib_count in zip(entries, wanted):
+        dataset = Dataset(entry["path"])
+        depth_mm, labels, cameras = dataset.load()
+        if len(labels) < 2:
+            raise ValueError(f"{entry['path']}: {len(labels)} image(s) are too few to check and calibrate an export")
+        recorded_sha = entry["sha256"] if data is None else manifest.get("inputs", {}).get("dataset")
+        same = dataset.sha256 == recorded_sha and "val_fraction" in config
+        if same:
+            train_idx, held_idx = split_indices(len(labels), float(config["val_fraction"]), seed)
+        else:
+            order = rng.permutation(len(labels))
+            n_held = min(MAX_HELD_OUT, max(1, len(labels) // 2))
+            held_idx, train_idx = order[:n_held], order[n_held:]
+        if len(held_idx) > MAX_HELD_OUT:
+            held_idx = np.sort(rng.choice(held_idx, MAX_HELD_OUT, replace=False))
+        calib_idx = np.sort(rng.choice(train_idx, min(int(calib_count), len(train_idx)), replace=False))
+        held_x.append(preprocess_millimetres(depth_mm[held_idx], cameras[held_idx], spec, camera))
+        held_y.append(labels[held_idx].astype(np.int64))
+        calib_x.append(preprocess_millimetres(depth_mm[calib_idx], cameras[calib_idx], spec, camera))
+        records.append({"name": entry["name"], "sha256": dataset.sha256,
+                        "held_out": "validation split" if same else "seeded subset",
+                        "held_out_images": int(len(held_idx)), "calibration_images": int(len(calib_idx))})
+    x, y = np.concatenate(held_x), np.concatenate(held_y)
+    if len(y) > MAX_HELD_OUT:
+        keep = np.sort(rng.choice(len(y), MAX_HELD_OUT, replace=False))
+        x, y = x[keep], y[keep]
+    calibration = np.concatenate(calib_x)
+    provenance = {"dataset_sha256": records[0]["sha256"], "held_out": records[0]["held_out"],
+                  "held_out_images": int(len(y)), "calibration_images": int(len(calibration))}
+    if len(records) > 1:
+        provenance["datasets"] = records
+    return x, y, calibration, provenance
 
 
 class _CalibrationReader:
@@ -325,7 +366,7 @@ def export(checkpoint: Path, out: Path, data: Path | None = None, int8: bool = T
     if ck.get("kind") != "checkpoint":
         raise ValueError(f"{checkpoint} is a {ck.get('kind', 'file of unknown kind')}, not a finished checkpoint: "
                          f"export the checkpoint.pt that training writes when it completes")
-    spec, camera = _checkpoint_contract(ck, checkpoint)
+    spec, camera = contract_of(ck, checkpoint)
     check_head(model, spec, checkpoint)
     contract = model_contract.build(spec, camera, INPUT_NAME, OUTPUT_NAME)
     with progress_bar(total=4 if int8 else 2, desc="export", unit="step", disable=not progress) as bar, \
@@ -334,8 +375,10 @@ def export(checkpoint: Path, out: Path, data: Path | None = None, int8: bool = T
         held_x, held_y, calib_x, provenance = _samples(ck, None if data is None else Path(data), spec, camera)
         lineage = list(ck.get("lineage") or [{"kind": "dataset", "sha256": ck["inputs"].get("dataset")}])
         lineage.append(_link("checkpoint", checkpoint, ck["sha256"]))
-        common = {"inputs": {"checkpoint": ck["sha256"], "dataset": ck["inputs"].get("dataset"),
-                             "scenario": ck["inputs"].get("scenario")}, "lineage": lineage,
+        inputs = {"checkpoint": ck["sha256"], "dataset": ck["inputs"].get("dataset"),
+                  "scenario": ck["inputs"].get("scenario"),
+                  **{key: value for key, value in ck["inputs"].items() if key.startswith("dataset.")}}
+        common = {"inputs": inputs, "lineage": lineage,
                   **model_contract.manifest_blocks(contract), "mirror": contract["mirror"],
                   "arch": ck.get("arch"), "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "opset": OPSET,
                   "checks": provenance}
@@ -361,17 +404,6 @@ def export(checkpoint: Path, out: Path, data: Path | None = None, int8: bool = T
             paths[key] = out / name
             bar.update()
     return paths
-
-
-def _checkpoint_contract(ck: dict, checkpoint: Path) -> tuple[PreprocessSpec, CameraContract]:
-    """The preprocessing and camera a checkpoint was trained with (one-line errors for older ones)."""
-    if not isinstance(ck.get("camera"), dict):
-        raise ValueError(f"{checkpoint} records no camera block: it was trained by an older sim2real (one depth "
-                         f"channel, no camera contract); retrain it with this sim2real (sim2real train)")
-    try:
-        return PreprocessSpec.from_dict(ck.get("preprocessing")), CameraContract.from_dict(ck["camera"])
-    except ValueError as exc:
-        raise ValueError(f"{checkpoint}: {str(exc).splitlines()[0]}") from None
 
 
 def check_head(model: torch.nn.Module, spec: PreprocessSpec, checkpoint: Path) -> None:

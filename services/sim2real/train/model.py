@@ -104,3 +104,10 @@ def build_model(arch: str, num_classes: int = len(ACTIONS), seed: int = 0, in_ch
     if in_channels < 1:
         raise ValueError(f"in_channels must be at least 1, got {in_channels}")
     return ResNet(_ARCHS[arch], num_classes=num_classes, in_channels=in_channels, seed=seed)
+
+
+def parts(model: ResNet, names: tuple[str, ...] | list[str]) -> list[nn.Module]:
+    """The modules behind part names: ``stem`` (first convolution and its BatchNorm), ``layer1``..``layer4``."""
+    table = {"stem": [model.conv1, model.bn1], "layer1": [model.layer1], "layer2": [model.layer2],
+             "layer3": [model.layer3], "layer4": [model.layer4]}
+    return [module for name in names for module in table[name]]
