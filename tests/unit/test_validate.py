@@ -300,7 +300,7 @@ def lopsided_model(folder):
     path = folder / "lopsided.onnx"
     onnx.save(embed_contract(network, contract), str(path))
     write_manifest(path, new_manifest("onnx-model", precision="fp32",
-                                      **{block: contract[block] for block in model_contract.BLOCKS}))
+                                      **model_contract.manifest_blocks(contract)))
     return path
 
 

@@ -25,7 +25,6 @@ from sim2real.recordings.labels import CommandTrack, Labelling
 from sim2real.runtime.replay import CAMERA_INFO_TYPE, IMAGE_TYPE, open_bag
 
 TWIST_TYPES = ("geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped")
-IMAGE_TIMES = ("header", "log")
 
 
 class BagError(ValueError):

@@ -34,7 +34,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from sim2real.recordings.ingest import IngestSettings, ingest
+    from sim2real.recordings.ingest import ingest
+    from sim2real.recordings.settings import IngestSettings
 
     manifest = ingest(settings_mod.from_namespace(IngestSettings, args))
     print(json.dumps({"out": args.out, "images": manifest["count"], "per_class": manifest["per_class"],
@@ -44,8 +45,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 def register(verbs: argparse._SubParsersAction) -> None:
     """Add ``validate`` and ``ingest`` to the sub-parsers of the main ``sim2real`` parser."""
-    from sim2real.recordings.ingest import IngestSettings
-    from sim2real.recordings.validate import ValidateSettings
+    from sim2real.recordings.settings import IngestSettings, ValidateSettings
 
     p = verbs.add_parser(
         "validate", help="models against the driver's commands in rosbag2 recordings (agreement, unsafe rate)",

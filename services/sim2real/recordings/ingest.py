@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,34 +45,10 @@ from sim2real.contracts.preprocessing import (
 )
 from sim2real.recordings.bags import BagError, Recording, bag_sha256
 from sim2real.recordings.labels import STOPPED
-from sim2real.recordings.settings import RecordingSettings
-from sim2real.settings import option, to_dict
+from sim2real.recordings.settings import IngestSettings
+from sim2real.settings import to_dict
 
 INGEST_VERSION = 1
-
-
-@dataclass(frozen=True)
-class IngestSettings(RecordingSettings):
-    """Everything ``sim2real ingest`` takes; its CLI flags are derived from these fields."""
-
-    out: str = option("", "dataset folder to create", required=True)
-    scenario: str = option("default", "scenario whose camera (field of view, range) the dataset is for")
-    max_width: int = option(0, "bin wider images by a whole factor to at most this width (0: twice the "
-                               "scenario camera's width)")
-    max_invalid_fraction: float = option(0.5, "leave out an image where more of the pixels the model would see "
-                                              "hold no return (as the node refuses it)")
-    shard_size: int = option(500, "images per shard")
-    resume: bool = option(False, "continue an interrupted run in --out (same arguments); shards that verify "
-                                 "are kept")
-
-    def check(self) -> None:
-        super().check()
-        if not self.out:
-            raise ValueError("--out is required (the dataset folder to create)")
-        if self.shard_size < 1 or self.max_width < 0:
-            raise ValueError("--shard-size must be at least 1 and --max-width at least 0")
-        if not 0.0 <= self.max_invalid_fraction <= 1.0:
-            raise ValueError(f"--max-invalid-fraction must be within [0, 1], got {self.max_invalid_fraction}")
 
 
 def bin_factor(width: int, max_width: int) -> int:

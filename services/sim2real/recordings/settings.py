@@ -7,8 +7,10 @@ the fields (:mod:`sim2real.settings`).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sim2real.contracts.actions import (
     ANGULAR_THRESHOLD_RADPS,
@@ -16,9 +18,14 @@ from sim2real.contracts.actions import (
     LINEAR_THRESHOLD_MPS,
     REACTION_LAG_S,
 )
-from sim2real.recordings.bags import IMAGE_TIMES, Topics
-from sim2real.recordings.labels import Labelling, TimeRange
 from sim2real.settings import option
+
+if TYPE_CHECKING:
+    from sim2real.recordings.bags import Topics
+    from sim2real.recordings.labels import Labelling, TimeRange
+
+# an image's time: its header stamp, or when the recorder logged it (a driver whose clock is off)
+IMAGE_TIMES = ("header", "log")
 
 
 @dataclass(frozen=True)
@@ -50,12 +57,18 @@ class RecordingSettings:
     no_progress: bool = option(False, "no progress bar")
 
     def labelling(self) -> Labelling:
+        from sim2real.recordings.labels import Labelling
+
         return Labelling(self.angular_threshold, self.linear_threshold, self.lag_s, self.max_age_s)
 
     def topics(self) -> Topics:
+        from sim2real.recordings.bags import Topics
+
         return Topics(self.image_topic, self.camera_info_topic, self.cmd_topic)
 
     def ranges(self) -> list[TimeRange]:
+        from sim2real.recordings.labels import TimeRange
+
         return [TimeRange.parse(text) for text in self.exclude]
 
     def check(self) -> None:
@@ -79,3 +92,85 @@ class RecordingSettings:
         if not self.image_topic or not self.cmd_topic:
             raise ValueError("the image and command topics must not be empty")
         self.ranges()
+
+
+@dataclass(frozen=True)
+class ValidateSettings(RecordingSettings):
+    """Everything ``sim2real validate`` takes; its CLI flags are derived from these fields."""
+
+    model: tuple[str, ...] = option((), "model with its manifest; give it twice (or --baseline) for a paired "
+                                        "comparison, the first one the candidate", required=True)
+    baseline: str | None = option(None, "a second model to compare with the first on the same frames")
+    params_file: str | None = option(None, "the node's ROS 2 parameters file: validate with the robot's "
+                                           "parameters (flags given here win over it)")
+    backend: str | None = option(None, "inference backend: auto, onnxruntime, tensorrt (default auto)")
+    max_invalid_fraction: float | None = option(None, "refuse an image with more no-return pixels than this, as "
+                                                      "the node does (default 0.5)")
+    block_s: float = option(5.0, "block length in seconds for the block bootstrap", flag="--block", metavar="S")
+    resamples: int = option(2000, "bootstrap resamples")
+    seed: int = option(0, "bootstrap seed")
+    json: str | None = option(None, "write the JSON result here")
+    report: str | None = option(None, "write the HTML report (frames where model and driver disagree) here")
+    thumbnails: int = option(24, "most disagreeing frames shown in the report")
+    min_agreement: float | None = option(None, "exit 1 when the (first) model's agreement is below this")
+    max_unsafe: float | None = option(None, "exit 1 when the (first) model's unsafe rate is above this")
+
+    def models(self) -> list[str]:
+        return [*self.model, *([self.baseline] if self.baseline else [])]
+
+    def check(self) -> None:
+        super().check()
+        if not 1 <= len(self.models()) <= 2:
+            raise ValueError(f"validate takes one model, or two to compare (--model twice, or --baseline); "
+                             f"got {len(self.models())}")
+        for path in self.models():
+            if not Path(path).exists():
+                raise FileNotFoundError(f"model not found: {path}")
+        if not (math.isfinite(self.block_s) and self.block_s > 0):
+            raise ValueError(f"--block must be a positive number of seconds, got {self.block_s}")
+        if self.resamples < 100:
+            raise ValueError(f"--resamples must be at least 100, got {self.resamples}")
+        if self.thumbnails < 0:
+            raise ValueError(f"--thumbnails must be ≥ 0, got {self.thumbnails}")
+        for name in ("min_agreement", "max_unsafe"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise ValueError(f"--{name.replace('_', '-')} must be a fraction between 0 and 1, got {value}")
+        for out in (self.json, self.report):
+            if out:
+                _check_writable(Path(out))
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse, before any work, an output file that could not be written at the end."""
+    if out.is_dir():
+        raise ValueError(f"output {out} is a folder")
+    existing = out.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"output {out} cannot be written: {existing} is not a writable folder")
+
+
+@dataclass(frozen=True)
+class IngestSettings(RecordingSettings):
+    """Everything ``sim2real ingest`` takes; its CLI flags are derived from these fields."""
+
+    out: str = option("", "dataset folder to create", required=True)
+    scenario: str = option("default", "scenario whose camera (field of view, range) the dataset is for")
+    max_width: int = option(0, "bin wider images by a whole factor to at most this width (0: twice the "
+                               "scenario camera's width)")
+    max_invalid_fraction: float = option(0.5, "leave out an image where more of the pixels the model would see "
+                                              "hold no return (as the node refuses it)")
+    shard_size: int = option(500, "images per shard")
+    resume: bool = option(False, "continue an interrupted run in --out (same arguments); shards that verify "
+                                 "are kept")
+
+    def check(self) -> None:
+        super().check()
+        if not self.out:
+            raise ValueError("--out is required (the dataset folder to create)")
+        if self.shard_size < 1 or self.max_width < 0:
+            raise ValueError("--shard-size must be at least 1 and --max-width at least 0")
+        if not 0.0 <= self.max_invalid_fraction <= 1.0:
+            raise ValueError(f"--max-invalid-fraction must be within [0, 1], got {self.max_invalid_fraction}")

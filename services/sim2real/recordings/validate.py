@@ -28,10 +28,9 @@ from __future__ import annotations
 
 import gc
 import math
-import os
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,73 +39,14 @@ from sim2real.contracts.actions import ACTIONS, FORWARD, MIRROR, choose
 from sim2real.contracts.manifest import write_json_atomic
 from sim2real.recordings.bags import BagError, Recording, bag_sha256
 from sim2real.recordings.labels import LABELS, STOPPED
-from sim2real.recordings.settings import RecordingSettings
+from sim2real.recordings.settings import ValidateSettings
 from sim2real.recordings.stats import Frames, block_bootstrap, flips, ratio
-from sim2real.settings import option
 
 COMMANDS: tuple[str, ...] = (*ACTIONS, "stop")   # what a model can command: an action, or a fail-safe stop
 STOP = len(ACTIONS)
 MIN_BLOCKS = 10
 THUMB_WIDTH = 96
 KEEP_CANDIDATES = 400
-
-@dataclass(frozen=True)
-class ValidateSettings(RecordingSettings):
-    """Everything ``sim2real validate`` takes; its CLI flags are derived from these fields."""
-
-    model: tuple[str, ...] = option((), "model with its manifest; give it twice (or --baseline) for a paired "
-                                        "comparison, the first one the candidate", required=True)
-    baseline: str | None = option(None, "a second model to compare with the first on the same frames")
-    params_file: str | None = option(None, "the node's ROS 2 parameters file: validate with the robot's "
-                                           "parameters (flags given here win over it)")
-    backend: str | None = option(None, "inference backend: auto, onnxruntime, tensorrt (default auto)")
-    max_invalid_fraction: float | None = option(None, "refuse an image with more no-return pixels than this, as "
-                                                      "the node does (default 0.5)")
-    block_s: float = option(5.0, "block length in seconds for the block bootstrap", flag="--block", metavar="S")
-    resamples: int = option(2000, "bootstrap resamples")
-    seed: int = option(0, "bootstrap seed")
-    json: str | None = option(None, "write the JSON result here")
-    report: str | None = option(None, "write the HTML report (frames where model and driver disagree) here")
-    thumbnails: int = option(24, "most disagreeing frames shown in the report")
-    min_agreement: float | None = option(None, "exit 1 when the (first) model's agreement is below this")
-    max_unsafe: float | None = option(None, "exit 1 when the (first) model's unsafe rate is above this")
-
-    def models(self) -> list[str]:
-        return [*self.model, *([self.baseline] if self.baseline else [])]
-
-    def check(self) -> None:
-        super().check()
-        if not 1 <= len(self.models()) <= 2:
-            raise ValueError(f"validate takes one model, or two to compare (--model twice, or --baseline); "
-                             f"got {len(self.models())}")
-        for path in self.models():
-            if not Path(path).exists():
-                raise FileNotFoundError(f"model not found: {path}")
-        if not (math.isfinite(self.block_s) and self.block_s > 0):
-            raise ValueError(f"--block must be a positive number of seconds, got {self.block_s}")
-        if self.resamples < 100:
-            raise ValueError(f"--resamples must be at least 100, got {self.resamples}")
-        if self.thumbnails < 0:
-            raise ValueError(f"--thumbnails must be ≥ 0, got {self.thumbnails}")
-        for name in ("min_agreement", "max_unsafe"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
-                raise ValueError(f"--{name.replace('_', '-')} must be a fraction between 0 and 1, got {value}")
-        for out in (self.json, self.report):
-            if out:
-                _check_writable(Path(out))
-
-
-def _check_writable(out: Path) -> None:
-    """Refuse, before any work, an output file that could not be written at the end."""
-    if out.is_dir():
-        raise ValueError(f"output {out} is a folder")
-    existing = out.parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"output {out} cannot be written: {existing} is not a writable folder")
-
 
 def node_params(settings: ValidateSettings, model: str):
     """The node's parameters for ``model``: defaults, then ``--params-file``, then the flags."""
@@ -169,7 +109,10 @@ class _Model:
             return STOP
         self.stats.add({"read": read_ms, **pipeline.last_timing_ms, "total": (end - start) * 1e3 + read_ms})
         action = pipeline.last_action
-        if pipeline.last_tie:
+        # mirror consistency is the model's own, image by image: its choice before the turn hysteresis
+        # (which is mirror-equivariant over sequences, not over single images)
+        chosen, tie = choose(pipeline.last_logits)
+        if tie:
             self.ties += 1
             return action
         depth = decode_depth(image.msg)
@@ -179,7 +122,7 @@ class _Model:
         x, _ = mirrored(np.ascontiguousarray(depth[:, ::-1]))
         flipped, tie = choose(self.policy.infer(x[None]))
         self.mirror_frames += 1
-        self.mirror_same += int(not tie and flipped == MIRROR[action])
+        self.mirror_same += int(not tie and flipped == MIRROR[chosen])
         return action
 
 
