@@ -154,8 +154,9 @@ def run_bench(out: Path, quick: bool = False) -> dict:
         results["onnxruntime_session_ms"] = bench_session_settings(models["int8"], PIPELINE_SIZE, repeats)
         _say("ROS 2 loop: image published → cmd_vel received, across two processes …")
         results["ros2_loop_ms"] = bench_ros2_loop(models["int8"], repeats=100 if quick else 500)
-        results["ros2_loop_model"] = (f"INT8 ONNX at {PIPELINE_SIZE}x{_height(PIPELINE_SIZE)} input; 224x224 "
-                                      f"32FC1 images")
+        results["ros2_loop_model"] = (f"the default pipeline model (ResNet18, depth and validity channels, "
+                                      f"mirror-equivariant graph), INT8 ONNX at "
+                                      f"{PIPELINE_SIZE}x{_height(PIPELINE_SIZE)} input; 224x224 16UC1 images")
         _say("evaluation of that model: in-process and through the ROS 2 node …")
         results.update(bench_eval_transports(str(models["int8"]), episodes=2 if quick else 10))
     _say("evaluation …")
