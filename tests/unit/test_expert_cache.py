@@ -127,3 +127,29 @@ def test_an_unwritable_cache_dir_is_one_line_not_a_failure(tmp_path, capsys):
     blocker.write_text("not a folder")
     result = evaluate_expert(tiny(), blocker, progress=False)
     assert result["episodes"] == 2 and "could not store the expert result" in capsys.readouterr().err
+
+
+def test_a_second_run_reuses_the_expert_and_says_so(tmp_path, monkeypatch, counted):
+    """`sim2real run` twice: the expert is evaluated once (datagen, training and export stubbed out,
+    the learned policy stood in for by `spin`; the expert and the cache are real)."""
+    from sim2real.datagen import generate
+    from sim2real.export import exporter
+    from sim2real.pipeline import PipelineConfig, run_pipeline
+    from sim2real.train import trainer
+
+    real = evaluate_module.evaluate
+    monkeypatch.setattr(generate, "generate", lambda *a, **k: None)
+    monkeypatch.setattr(trainer, "train", lambda data, out, *a, **k: out / "checkpoint.pt")
+    monkeypatch.setattr(exporter, "export", lambda checkpoint, out, **k: {"int8": out / "model.int8.onnx"})
+    monkeypatch.setattr(evaluate_module, "evaluate",
+                        lambda model, *a, **k: real("expert" if model == "expert" else "spin", *a, **k))
+    runs = []
+    for run_id in ("r1", "r2"):
+        run_pipeline(PipelineConfig(scenario="tiny", episodes=2, workers=1, artifacts=tmp_path / "a", run_id=run_id,
+                                    progress=False, cache_dir=tmp_path / "cache"))
+        run_dir = tmp_path / "a" / "runs" / run_id
+        runs.append((json.loads((run_dir / "run.json").read_text()),
+                     json.loads((run_dir / "eval_expert.json").read_text())))
+    assert counted.count("expert") == 1
+    assert [r["expert_cached"] for r, _ in runs] == [False, True]
+    assert episodes(runs[0][1]) == episodes(runs[1][1])
