@@ -11,7 +11,7 @@ EXTRAS ?= datagen,train,export,runtime,ros,eval,deploy,dev
 
 help:
 	@echo "make run    - the whole pipeline on the built-in CPU defaults (artifacts/latest/)"
-	@echo "make test   - unit, integration and stack tests (installs redis-server, qemu-user, docker.io if missing)"
+	@echo "make test   - unit, integration and stack tests (installs redis-server, qemu-user, ign sdf, docker.io if missing)"
 	@echo "make bench  - benchmarks; writes artifacts/bench.json"
 	@echo "make images - the five container images (CPU flavour, offline build)"
 	@echo "make test-stack - only the containerized stack test (real Docker engine)"

@@ -5,6 +5,9 @@ Every frame is a real sensor's depth image taken from a public repository (prove
 0 = no return. The frames are fetched data, which this repository does not hold: they live in the
 steering repository's ``shared/real-depth/`` (the rule for fetched data files), and
 :func:`frames_dir` finds them there, beside or inside the checkout, or at ``SIM2REAL_REAL_DEPTH_DIR``.
+``frames.json`` records the sha256 of each source file (``source_sha256``, the bytes at that
+repository, commit and path) and of each stored depth array (``depth_mm_sha256``, see
+:func:`depth_sha256`), so a copy can be checked against the record.
 
 Which frames are unambiguous is decided by geometry alone, never by looking at them:
 
@@ -19,12 +22,15 @@ Which frames are unambiguous is decided by geometry alone, never by looking at t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sim2real.contracts.actions import ACTIONS
+from sim2real.contracts.camera import Intrinsics
 from sim2real.runtime.ros_image import RawImage, encode_depth
 
 REAL_DEPTH = Path(__file__).parent / "real_depth"
@@ -56,6 +62,18 @@ class Frame:
     @property
     def no_return_fraction(self) -> float:
         return float(np.count_nonzero(self.depth_mm == 0)) / self.depth_mm.size
+
+    @property
+    def intrinsics(self) -> Intrinsics:
+        """The camera's intrinsics as its CameraInfo would carry them (``frames.json``)."""
+        k = self.source["intrinsics"]
+        height, width = self.depth_mm.shape
+        return Intrinsics(width, height, k["fx"], k["fy"], k["cx"], k["cy"])
+
+
+def depth_sha256(depth_mm: np.ndarray) -> str:
+    """sha256 of a stored depth array's values: uint16, little-endian, row-major (``depth_mm_sha256``)."""
+    return hashlib.sha256(np.ascontiguousarray(depth_mm, dtype="<u2").tobytes()).hexdigest()
 
 
 def manifest(folder: Path = REAL_DEPTH) -> dict:
@@ -91,9 +109,12 @@ def load_frames() -> list[Frame]:
 
 
 def lens_against_wall(height: int = 480, width: int = 640) -> Frame:
-    """The camera pressed against a wall: no return anywhere (made here, not a recorded frame)."""
+    """The camera pressed against a wall: no return anywhere (made here, not a recorded frame), seen by
+    a nominal 640x480 structured-light camera (the Kinect v1's intrinsics)."""
     return Frame("lens_against_wall", np.zeros((height, width), np.uint16),
-                 {"id": "lens_against_wall", "family": "none", "sensor": "constructed: all pixels no return"})
+                 {"id": "lens_against_wall", "family": "none", "sensor": "constructed: all pixels no return",
+                  "intrinsics": {"fx": 525.0 * width / 640, "fy": 525.0 * height / 480,
+                                 "cx": (width - 1) / 2, "cy": (height - 1) / 2}})
 
 
 def central_third(image: np.ndarray) -> np.ndarray:
@@ -130,14 +151,27 @@ def raw_image(frame: Frame, encoding: str, mirrored: bool = False) -> RawImage:
     return encode_depth(np.ascontiguousarray(depth), encoding)
 
 
-def replay_frames(frames: list[Frame], model: Path, encoding: str, folder: Path, *extra_args: str) -> list[dict]:
+def replay_frames(frames: list[Frame], model: Path, encoding: str, folder: Path, *extra_args: str,
+                  camera_info: bool = False) -> list[dict]:
     """Record ``frames`` (each followed by its mirror image) into a rosbag2 and run ``sim2real replay``
-    over it, in this process, exactly as a user would; return the JSON records in bag order."""
+    over it, in this process, exactly as a user would; return the JSON records in bag order.
+
+    With ``camera_info``, each image follows a CameraInfo with its frame's intrinsics (mirrored for
+    the mirror image), as the camera's driver publishes them; without, the node assumes the model's
+    trained horizontal field of view."""
     from sim2real.runtime.cli import main
     from sim2real.runtime.replay import record_images
 
-    bag, out = folder / f"real_{encoding}", folder / f"real_{encoding}.actions.jsonl"
-    images = ((10**9 + index * 33_000_000, raw_image(frame, encoding, mirrored))
+    name = f"real_{encoding}{'_camera_info' if camera_info else ''}"
+    bag, out = folder / name, folder / f"{name}.actions.jsonl"
+
+    def item(index: int, frame: Frame, mirrored: bool) -> tuple:
+        stamped = (10**9 + index * 33_000_000, raw_image(frame, encoding, mirrored))
+        if not camera_info:
+            return stamped
+        return (*stamped, frame.intrinsics.mirrored() if mirrored else frame.intrinsics)
+
+    images = (item(index, frame, mirrored)
               for index, (frame, mirrored) in enumerate((f, m) for f in frames for m in (False, True)))
     assert record_images(bag, images) == 2 * len(frames)
     code = main(["replay", "--bag", str(bag), "--model", str(model), "--out", str(out), *extra_args])
@@ -147,7 +181,12 @@ def replay_frames(frames: list[Frame], model: Path, encoding: str, folder: Path,
 
 @dataclass(frozen=True)
 class Row:
-    """One frame's outcome: the action for the frame and for its mirror image."""
+    """One frame's outcome: the action for the frame and for its mirror image.
+
+    ``margin`` is the top-two logit gap; ``forward_gap`` how far the forward logit lies below the
+    best turn (negative: forward won); ``tie`` whether either image's action came from an exact
+    left/right tie (which resolves to left for both, so it is reported, not counted as consistent).
+    """
 
     id: str
     family: str
@@ -156,6 +195,8 @@ class Row:
     mirror_action: str
     reason: str | None
     margin: float | None
+    forward_gap: float | None = None
+    tie: bool = False
 
     @property
     def mirror_consistent(self) -> bool:
@@ -173,8 +214,11 @@ def score(frames: list[Frame], records: list[dict]) -> list[Row]:
     for frame, original, mirror in zip(frames, records[0::2], records[1::2]):
         logits = original.get("logits")
         margin = None if logits is None else float(np.diff(np.sort(logits)[-2:])[0])
+        gap = None if logits is None else float(max(logits[ACTIONS.index(turn)] for turn in ("left", "right"))
+                                                - logits[ACTIONS.index("forward")])
         rows.append(Row(frame.id, frame.source.get("family", ""), geometry_label(frame.depth_mm),
-                        original["action"], mirror["action"], original.get("reason"), margin))
+                        original["action"], mirror["action"], original.get("reason"), margin, gap,
+                        bool(original.get("tie") or mirror.get("tie"))))
     return rows
 
 
@@ -183,6 +227,7 @@ def summary(rows: list[Row]) -> dict:
     labelled = [row for row in rows if row.label in (NEAR, FAR)]
     return {"frames": len(rows),
             "mirror_consistent": sum(row.mirror_consistent for row in rows),
+            "left_right_ties": sum(row.tie for row in rows),
             "refused": sum(row.action == "stop" for row in rows),
             **{f"{label}_right": f"{sum(r.right for r in rows if r.label == label)}/"
                                  f"{sum(r.label == label for r in rows)}" for label in (NEAR, FAR)},
@@ -191,11 +236,13 @@ def summary(rows: list[Row]) -> dict:
 
 def table(rows: list[Row]) -> str:
     """A Markdown table of ``rows`` (for reports)."""
-    lines = ["| frame | family | label | action | mirror image | consistent | right | top-2 margin |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| frame | family | label | action | mirror image | consistent | right | top-2 margin | turn − forward |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         margin = "" if row.margin is None else f"{row.margin:.3f}"
+        gap = "" if row.forward_gap is None else f"{row.forward_gap:+.3f}"
         right = "" if row.label is None else "yes" if row.right else "NO"
+        consistent = "tie" if row.tie else "yes" if row.mirror_consistent else "NO"
         lines.append(f"| {row.id} | {row.family} | {row.label or ''} | {row.action} | {row.mirror_action} | "
-                     f"{'yes' if row.mirror_consistent else 'NO'} | {right} | {margin} |")
+                     f"{consistent} | {right} | {margin} | {gap} |")
     return "\n".join(lines)

@@ -307,11 +307,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, not figures to quote)")
     p.set_defaults(func=_bench)
 
+    from sim2real.calibrate.cli import register as register_calibrate
     from sim2real.deploy.cli import register as register_deploy
     from sim2real.jobs.cli import register as register_jobs
+    from sim2real.recordings.cli import register as register_recordings
     from sim2real.runtime.cli import register as register_runtime
 
     register_runtime(verbs)
+    register_recordings(verbs)
+    register_calibrate(verbs)
     register_jobs(verbs)
     register_deploy(verbs)
     return parser

@@ -37,6 +37,11 @@ def refused(capsys, argv: list[str], key: str) -> str:
     (1, "arena:\n  size_m: [2.0, 2.0]\nobstacles:\n  count: [500, 500]\n", "'obstacles.count': 500 is above 100"),
     (1, "arena:\n  size_m: [2.0, 2.0]\nobstacles:\n  count: [10, 10]\n", "'obstacles.count': 10 obstacles"),
     (2, "obstacles:\n  count: [1000000000, 1000000000]\n", "'obstacles.count': 1000000000 is above 100"),
+    ("15a", "arena:\n  size_m: [5.0, 5.0]\nobstacles:\n  count: [2, 4]\n  people:\n    count: [30, 30]\n",
+     "'obstacles.people.count': 30 people"),
+    ("15b", "obstacles:\n  shapes: [table]\n  table:\n    height_m: [0.3, 0.5]\n    drive_under: true\n",
+     "'obstacles.table.height_m': with drive_under"),
+    ("15c", "obstacles:\n  shapes: [box, sofa]\n", "'obstacles.shapes': unknown kind 'sofa'"),
 ])
 def test_datagen_refuses_scenarios_it_cannot_honour_and_writes_nothing(capsys, tmp_path, case, body, key):
     scenario = write(tmp_path, f"case{case}", body)

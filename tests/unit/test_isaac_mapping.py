@@ -125,7 +125,7 @@ def test_randomizers_cover_every_range_of_the_scenario(default):
 
 def test_unknown_shapes_are_refused_naming_them(default):
     world = World((4.0, 4.0), 0.6, 0.1, [Obstacle("sphere", 1.0, 0.0, 0.0, (0.2, 0.2), 0.4)])
-    with pytest.raises(ValueError, match="unknown obstacle shape 'sphere'"):
+    with pytest.raises(ValueError, match="unknown obstacle kind 'sphere'"):
         mapping.scene_description(default, world)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from helpers_real_depth import (
     NEAR,
     REAL_DEPTH,
     allowed,
+    depth_sha256,
     frames_dir,
     geometry_label,
     lens_against_wall,
@@ -42,6 +44,8 @@ def test_every_frame_has_its_provenance_and_a_stated_licence():
         assert len(record["commit"]) == 40 and int(record["commit"], 16) >= 0, record["id"]
         assert record["family"] in STRUCTURED_OR_TOF | {"active stereo"}, record["id"]
         assert {"fx", "fy", "cx", "cy"} <= set(record["intrinsics"]), record["id"]
+        for key in ("source_sha256", "depth_mm_sha256"):
+            assert re.fullmatch("[0-9a-f]{64}", record.get(key, "")), f"{record['id']}: no {key}"
     sources = (REAL_DEPTH / "SOURCES.md").read_text()
     assert all(f"`{r['id']}`" in sources for r in records), "SOURCES.md lists every frame"
 
@@ -72,6 +76,22 @@ def test_the_repository_holds_the_provenance_and_no_fetched_frame():
 
 def test_the_frames_match_the_manifest(frames):
     assert [f.id for f in frames] == [r["id"] for r in manifest()["frames"]]
+
+
+def test_the_placed_frames_are_the_recorded_ones(frames):
+    """Each stored depth array is the one frames.json records (its depth_mm_sha256), so a copy placed
+    in shared/real-depth by hand can be trusted or is caught."""
+    different = [f.id for f in frames if f.depth_mm.dtype != np.uint16
+                 or depth_sha256(f.depth_mm) != f.source["depth_mm_sha256"]]
+    assert not different, f"{frames_dir()}: not the recorded depth (frames.json depth_mm_sha256): {different}"
+
+
+def test_the_depth_hash_covers_every_value_and_the_shape_comes_from_the_manifest():
+    depth = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    changed = depth.copy()
+    changed[2, 3] += 1
+    assert depth_sha256(depth) != depth_sha256(changed)
+    assert depth_sha256(depth) == depth_sha256(depth.astype(">u2")) == depth_sha256(np.asfortranarray(depth))
 
 
 def test_at_least_five_unambiguous_frames_of_each_kind(frames):

@@ -81,6 +81,26 @@ def test_replay_maps_images_by_the_bags_camera_info_or_explicit_intrinsics(tmp_p
                                                "WIDTH,HEIGHT,FX,FY,CX,CY, got 4")
 
 
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_each_image_can_carry_its_own_camera_info(tmp_path, model, storage, capsys):
+    """Images of several cameras in one bag: each is mapped by the CameraInfo written just before it,
+    so the narrow camera's frames are refused for their field of view and the others are served."""
+    narrow, wide = Intrinsics.from_fov(64, 48, 30.0), Intrinsics.from_fov(64, 48, 87.0)
+    cameras = [wide, narrow, wide, wide, narrow]
+    bag = tmp_path / f"mixed_{storage}"
+    items = ((stamp, raw, camera) for (stamp, raw), camera in zip(_frames(), cameras))
+    assert record_images(bag, items, storage=storage) == len(FRAMES)
+    out = tmp_path / "mixed.jsonl"
+    assert main(["replay", "--bag", str(bag), "--model", str(model), "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["camera_intrinsics"] == "camera_info"
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    for record, camera, (_, expected) in zip(records, cameras, FRAMES):
+        if camera is narrow:
+            assert record["action"] == "stop" and "field of view" in record["reason"], record
+        else:
+            assert record["action"] == expected, record
+
+
 def test_replay_of_a_single_mcap_file(tmp_path, model, capsys):
     bag = tmp_path / "single"
     record_images(bag, _frames(), topic="/front/depth", storage="mcap")

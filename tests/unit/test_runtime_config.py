@@ -71,7 +71,7 @@ def test_shipped_parameters_file_covers_the_node_with_its_types():
     assert key.endswith(f"/{NODE_NAME}")
     values = read_params_file(middleware.NODE_PARAMS)
     defaults = NodeParams()
-    left_to_flags = {"model_path", "backend"}
+    left_to_flags = {"model_path", "backend", "shadow"}
     assert set(values) == {f.name for f in fields(NodeParams)} - left_to_flags
     assert {name: type(value) for name, value in values.items()} == \
         {name: type(getattr(defaults, name)) for name in values}

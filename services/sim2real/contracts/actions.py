@@ -54,6 +54,45 @@ def choose(logits) -> tuple[int, bool]:
     return (LEFT if tie else action), tie
 
 
+# A driver's command → the action it means (validate's labels, shadow mode's agreement): a turn when
+# |angular.z| reaches ANGULAR_THRESHOLD_RADPS (left for +z), else forward when linear.x reaches
+# LINEAR_THRESHOLD_MPS, else stopped (None: reversing and creeping count as stopped).
+ANGULAR_THRESHOLD_RADPS = 0.3
+LINEAR_THRESHOLD_MPS = 0.05
+# An image's driver label is the command in effect REACTION_LAG_S after it (the driver reacts to
+# what the camera saw), if that command is at most COMMAND_MAX_AGE_S old (validate, ingest, shadow).
+REACTION_LAG_S = 0.3
+COMMAND_MAX_AGE_S = 0.5
+
+
+@dataclass(frozen=True)
+class CommandThresholds:
+    """Where a continuous command becomes a class; see :func:`command_class`."""
+
+    angular_z: float = ANGULAR_THRESHOLD_RADPS
+    linear_x: float = LINEAR_THRESHOLD_MPS
+
+    def __post_init__(self):
+        for name in ("angular_z", "linear_x"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 < value < float("inf")):
+                raise ValueError(f"command threshold {name} must be a finite number > 0, got {value!r}")
+
+
+def command_class(linear_x: float, angular_z: float, thresholds: CommandThresholds = CommandThresholds()) -> int | None:
+    """The action index a command means, or None for a stop (or a non-finite command).
+
+    The turn decides first: a joystick that turns while creeping forward is turning.
+    """
+    if not (abs(linear_x) < float("inf") and abs(angular_z) < float("inf")):
+        return None
+    if abs(angular_z) >= thresholds.angular_z:
+        return LEFT if angular_z > 0 else RIGHT
+    if linear_x >= thresholds.linear_x:
+        return FORWARD
+    return None
+
+
 def spec() -> dict:
     """The action space as recorded in every model manifest."""
     return {

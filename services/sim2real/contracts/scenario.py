@@ -27,14 +27,16 @@ from pathlib import Path
 from typing import Annotated, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from sim2real.contracts.manifest import sha256_bytes
 
 BUILTIN_DIR = Path(__file__).with_name("scenarios")
 RENDER_REACH_M = 20.0   # the simulators render surfaces up to this far; beyond it nothing returns
 
-ShapeName = Literal["box", "cylinder", "pole", "wall"]
+# An obstacle kind's name. Which names exist is not known here: the kinds live in ``sim.kinds`` (one
+# module each), and the scenario is checked against that registry (``kind_catalogue``).
+KindName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 
 # A scenario whose largest obstacle count needs more floor than this share of its smallest arena
 # is refused. The need is estimated generously (a disc of the mean footprint radius plus half the
@@ -44,6 +46,15 @@ MAX_OBSTACLE_COVER = 1.0
 # A gated evaluation (--min-success) needs episodes of at least this many control steps.
 MIN_GATE_STEPS = 10
 MAX_FILE_BYTES = 1 << 20          # a scenario file is a page of YAML, never megabytes
+# libyaml where present: linear in the nesting depth and bounded by it (pure-Python PyYAML takes
+# seconds on a few thousand nested brackets before giving up).
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# The robot's 3D footprint is a vertical cylinder of robot.radius_m from the floor to its top: the
+# body (ROBOT_GROUND_CLEARANCE_M + robot.height_m) or the camera mast, which ends CAMERA_HOUSING_M
+# above the highest camera mount, whichever is higher (Scenario.robot_top_m).
+ROBOT_GROUND_CLEARANCE_M = 0.01
+CAMERA_HOUSING_M = 0.03
+MAX_OVERLAY_DEPTH = 8             # an overlay's base may itself be an overlay, this many times
 
 
 class ScenarioError(ValueError):
@@ -124,18 +135,71 @@ class Arena(_Strict):
         return self.size_m
 
 
+class Table(_Strict):
+    """The ``table`` kind: a top on four legs at its corners. ``size_m`` draws each side of the top,
+    ``height_m`` the height of its upper face. With ``drive_under`` every table is drawn so that the
+    robot fits under it and between its legs (the scenario is refused where it cannot)."""
+
+    size_m: RealRange(0.3, 4) = (0.6, 1.4)
+    height_m: RealRange(0.1, 2) = (0.45, 0.8)
+    top_thickness_m: RealRange(0.01, 0.2) = (0.02, 0.05)
+    leg_radius_m: RealRange(0.005, 0.1) = (0.015, 0.03)
+    drive_under: bool = False
+
+
+class Chair(_Strict):
+    """The ``chair`` kind: a square seat on four legs and a backrest along one edge (``back_height_m``
+    above the seat; 0 draws a stool)."""
+
+    seat_m: RealRange(0.2, 1.5) = (0.38, 0.5)
+    seat_height_m: RealRange(0.1, 1.5) = (0.4, 0.5)
+    seat_thickness_m: RealRange(0.01, 0.2) = (0.03, 0.05)
+    back_height_m: RealRange(0, 1.5) = (0.3, 0.5)
+    leg_radius_m: RealRange(0.005, 0.1) = (0.012, 0.02)
+
+
+class LowObstacle(_Strict):
+    """The ``low`` kind: a low box on the floor (a threshold, a cable guard, a step) that the robot
+    cannot climb and must see: each side from ``size_m``, height from ``height_m``."""
+
+    size_m: RealRange(0.05, 4) = (0.15, 0.8)
+    height_m: RealRange(0.01, 0.5) = (0.03, 0.12)
+
+
+class People(_Strict):
+    """Moving obstacles ("people"): upright cylinders that walk, one control step at a time, during
+    evaluation (datagen sees them where they stand). ``pattern``: ``bounce`` walks straight lines
+    that bounce off walls and obstacles; ``waypoints`` walks to random free points, one after
+    another. Speed, radius and height are drawn per person. The expert decides from the current
+    snapshot and keeps each person's disc ``speed_mps[1] * expert_horizon_s`` wider (the most a
+    person can walk in that time), so its labels stay a function of what one frame shows.
+    """
+
+    count: IntRange(0, 30) = (0, 0)
+    speed_mps: RealRange(0, 3) = (0.3, 1.0)
+    radius_m: RealRange(0.05, 0.6) = (0.15, 0.25)
+    height_m: RealRange(0.3, 2.5) = (1.5, 1.9)
+    pattern: Literal["bounce", "waypoints"] = "bounce"
+    expert_horizon_s: Real(0, 5) = Field(1.0, description="the expert widens each person by max speed x this")
+
+    def margin_m(self) -> float:
+        """How much wider the expert keeps each person: the farthest one walks in the horizon."""
+        return self.speed_mps[1] * self.expert_horizon_s
+
+
 class Obstacles(_Strict):
     """Obstacles drawn per scene: count, shape, size, pose and spacing all come from ranges.
 
-    Shapes: ``box`` (half-extents from ``size_m``), ``cylinder`` (radius from ``size_m``), ``pole``
-    (a thin cylinder, radius from ``pole_radius_m``) and ``wall`` (a free-standing wall segment,
-    full length ``wall_length_m``, thickness ``wall_thickness_m``). ``shape_weights`` (same order as
-    ``shapes``) skews the draw; without it shapes are equally likely. ``min_gap_m`` is a number or
-    a ``[low, high]`` range drawn per scene.
+    ``shapes`` lists obstacle kinds by name (the registered kinds of ``sim.kinds``): ``box``
+    (half-extents from ``size_m``), ``cylinder`` (radius from ``size_m``), ``pole`` (a thin cylinder,
+    radius from ``pole_radius_m``), ``wall`` (a free-standing wall segment, full length
+    ``wall_length_m``, thickness ``wall_thickness_m``), and those documented in docs/scenarios.md.
+    ``shape_weights`` (same order as ``shapes``) skews the draw; without it kinds are equally likely.
+    ``min_gap_m`` is a number or a ``[low, high]`` range drawn per scene.
     """
 
     count: IntRange(0, 100) = (6, 12)
-    shapes: tuple[ShapeName, ...] = Field(("box", "cylinder"), max_length=16)
+    shapes: tuple[KindName, ...] = Field(("box", "cylinder"), max_length=16)
     shape_weights: tuple[Real(0, 1000), ...] | None = Field(None, max_length=16)
     size_m: RealRange(0.02, 5) = (0.15, 0.5)
     height_m: RealRange(0.05, 10) = (0.3, 1.0)
@@ -145,6 +209,11 @@ class Obstacles(_Strict):
     yaw_deg: RealRange(-180, 180) = (-180.0, 180.0)
     min_gap_m: Union[Real(0, 10), RealRange(0, 10)] = 0.5
     start_clearance_m: Real(0, 10) = 0.8
+    overhead_margin_m: Real(0, 1) = Field(0.05, description="headroom the robot needs to pass under a top")
+    table: Table = Table()
+    chair: Chair = Chair()
+    low: LowObstacle = LowObstacle()
+    people: People = People()
 
     @model_validator(mode="after")
     def _shapes(self) -> "Obstacles":
@@ -157,15 +226,11 @@ class Obstacles(_Strict):
                 raise ValueError("shape_weights: weights must not be all zero")
         return self
 
-    def mean_footprint_m(self) -> float:
-        """Expected footprint radius of one obstacle (range midpoints, shapes by weight)."""
-        mid = {name: sum(getattr(self, name)) / 2 for name in ("size_m", "pole_radius_m", "wall_length_m",
-                                                                "wall_thickness_m")}
-        radius = {"box": math.hypot(mid["size_m"], mid["size_m"]), "cylinder": mid["size_m"],
-                  "pole": mid["pole_radius_m"],
-                  "wall": math.hypot(mid["wall_length_m"] / 2, mid["wall_thickness_m"] / 2)}
+    def mean_footprint_m(self, kinds: dict | None = None) -> float:
+        """Expected footprint radius of one obstacle (range midpoints, kinds by weight)."""
+        kinds = kind_catalogue() if kinds is None else kinds
         weights = self.shape_weights or (1.0,) * len(self.shapes)
-        return sum(w * radius[s] for s, w in zip(self.shapes, weights)) / sum(weights)
+        return sum(w * kinds[s].mean_footprint_m(self) for s, w in zip(self.shapes, weights)) / sum(weights)
 
     def min_gap_low(self) -> float:
         return self.min_gap_m[0] if isinstance(self.min_gap_m, tuple) else self.min_gap_m
@@ -343,10 +408,20 @@ class Scenario(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _room_for_obstacles(self) -> "Scenario":
+    def _known_kinds(self, info: ValidationInfo) -> "Scenario":
+        kinds = _context_kinds(info)
+        unknown = [s for s in self.obstacles.shapes if s not in kinds]
+        if unknown:
+            raise ValueError(f"obstacles.shapes: unknown kind '{unknown[0]}' (registered: {', '.join(sorted(kinds))})")
+        for name in dict.fromkeys(self.obstacles.shapes):
+            kinds[name].check(self)
+        return self
+
+    @model_validator(mode="after")
+    def _room_for_obstacles(self, info: ValidationInfo) -> "Scenario":
         ob = self.obstacles
         sx, sy = self.arena.smallest()
-        reach = ob.mean_footprint_m()
+        reach = ob.mean_footprint_m(_context_kinds(info))
         need = ob.count[1] * math.pi * (reach + ob.min_gap_low() / 2) ** 2
         floor = max(sx - 2 * reach, 0.0) * max(sy - 2 * reach, 0.0)
         if ob.count[1] and need > MAX_OBSTACLE_COVER * floor:
@@ -354,6 +429,17 @@ class Scenario(_Strict):
                              f"min_gap_m {ob.min_gap_low():g}) need about {need:.1f} m² of floor, more than "
                              f"the {MAX_OBSTACLE_COVER * floor:.1f} m² of the smallest {sx:g} m x {sy:g} m arena; "
                              f"lower the count or the sizes, or enlarge the arena")
+        people = ob.people
+        if people.count[1]:
+            # Each person needs a disc as wide as the expert keeps it, plus room to walk around it.
+            disc = people.radius_m[1] + people.margin_m() + ob.min_gap_low() / 2
+            walkers = people.count[1] * math.pi * disc**2
+            if need + walkers > MAX_OBSTACLE_COVER * sx * sy:
+                raise ValueError(f"obstacles.people.count: {people.count[1]} people (radius up to "
+                                 f"{people.radius_m[1]:g} m, kept {people.margin_m():.2f} m wider by the expert) "
+                                 f"and the obstacles need about {need + walkers:.1f} m² of floor, more than the "
+                                 f"{MAX_OBSTACLE_COVER * sx * sy:.1f} m² of the smallest {sx:g} m x {sy:g} m arena; "
+                                 f"lower the count, the speed or expert_horizon_s, or enlarge the arena")
         return self
 
     @model_validator(mode="after")
@@ -365,6 +451,17 @@ class Scenario(_Strict):
                                  f"(±{half:g} m)")
         return self
 
+    def robot_top_m(self) -> float:
+        """Height of the robot's top, camera mast included (the highest camera the scenario draws)."""
+        mount = self.camera.mount_height_m
+        if self.randomization.camera_height_m is not None:
+            mount = max(mount, self.randomization.camera_height_m[1])
+        return max(ROBOT_GROUND_CLEARANCE_M + self.robot.height_m, mount + CAMERA_HOUSING_M)
+
+    def clear_height_m(self) -> float:
+        """How high an underside must be for the robot to pass beneath it."""
+        return self.robot_top_m() + self.obstacles.overhead_margin_m
+
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
 
@@ -375,6 +472,22 @@ class Scenario(_Strict):
     def gate_problem(self) -> str | None:
         """Why a success-rate gate on this scenario would mean nothing (None when it can gate)."""
         return gate_problem(self.episode.min_progress_m, self.episode.duration_s, self.episode.control_hz)
+
+
+def kind_catalogue() -> dict:
+    """The registered obstacle kinds by name (``sim.kinds``, numpy only; imported when first needed).
+
+    Each answers ``mean_footprint_m(obstacles)`` and ``check(scenario)``; ``parse_scenario`` takes
+    another catalogue through ``kinds=`` (a test, or a caller with its own kinds).
+    """
+    from sim2real.sim.kinds import catalogue
+
+    return catalogue()
+
+
+def _context_kinds(info: ValidationInfo) -> dict:
+    context = info.context or {}
+    return context["kinds"] if "kinds" in context else kind_catalogue()
 
 
 def gate_problem(min_progress_m: float, duration_s: float, control_hz: float) -> str | None:
@@ -472,31 +585,37 @@ def _format_error(source: str, exc: ValidationError) -> str:
     return f"scenario {source}: invalid value for '{key}': {message}"
 
 
-def parse_scenario(data: object, source: str = "<dict>") -> Scenario:
+def parse_scenario(data: object, source: str = "<dict>", kinds: dict | None = None) -> Scenario:
+    """A scenario from parsed YAML; ``kinds`` (name → kind) defaults to ``kind_catalogue()``."""
     if not isinstance(data, dict):
         raise ScenarioError(f"scenario {source}: expected a mapping at the top level")
     try:
-        return Scenario.model_validate(data)
+        return Scenario.model_validate(data, context={"kinds": kind_catalogue() if kinds is None else kinds})
     except ValidationError as exc:
         raise ScenarioError(_format_error(source, exc)) from None
 
 
-def load_scenario(name_or_path: str | Path) -> Scenario:
-    """Load a built-in scenario by name, or a user's YAML file by path."""
-    text = str(name_or_path)
+def _scenario_path(text: str, relative_to: Path | None = None) -> Path:
+    """A built-in's file for a name, else the path (relative to an overlay's folder when it has one)."""
     path = Path(text)
+    if relative_to is not None and not path.is_absolute() and path.suffix:
+        path = relative_to / path
     if not path.suffix and not path.exists():
         path = BUILTIN_DIR / f"{text}.yaml"
         if not path.exists():
             raise ScenarioError(
                 f"scenario '{text}' is neither a file nor a built-in (built-ins: {', '.join(builtin_names())})"
             )
+    return path
+
+
+def _read_yaml(path: Path) -> object:
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             raise ScenarioError(f"scenario {path}: {size} bytes is larger than a scenario can be "
                                 f"({MAX_FILE_BYTES} bytes)")
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
     except FileNotFoundError:
         raise ScenarioError(f"scenario file not found: {path}") from None
     except IsADirectoryError:
@@ -507,7 +626,43 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         raise ScenarioError(f"scenario {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     except RecursionError:
         raise ScenarioError(f"scenario {path}: nested too deeply") from None
-    return parse_scenario(raw, str(path))
+
+
+def merge_overlay(base: dict, overlay: dict) -> dict:
+    """``overlay`` over ``base``: mappings merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_overlay(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _resolve_base(raw: object, path: Path, depth: int = 0) -> object:
+    """An overlay (a file with ``base: <name or path>``) merged over its base, recursively."""
+    if not isinstance(raw, dict) or "base" not in raw:
+        return raw
+    if depth >= MAX_OVERLAY_DEPTH:
+        raise ScenarioError(f"scenario {path}: more than {MAX_OVERLAY_DEPTH} overlays deep (a 'base' loop?)")
+    base = raw["base"]
+    if not isinstance(base, str) or not base:
+        raise ScenarioError(f"scenario {path}: 'base' must name a built-in scenario or a file, got {base!r}")
+    base_path = _scenario_path(base, path.parent)
+    base_raw = _resolve_base(_read_yaml(base_path), base_path, depth + 1)
+    if not isinstance(base_raw, dict):
+        raise ScenarioError(f"scenario {base_path}: expected a mapping at the top level")
+    return merge_overlay(base_raw, {key: value for key, value in raw.items() if key != "base"})
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """Load a built-in scenario by name, or a user's YAML file by path.
+
+    A file with ``base: <name or path>`` is an overlay: its keys are merged over that scenario's
+    (a relative path is taken from the overlay's folder).
+    """
+    path = _scenario_path(str(name_or_path))
+    return parse_scenario(_resolve_base(_read_yaml(path), path), str(path))
 
 
 def bounds_markdown() -> str:

@@ -30,6 +30,7 @@ from sim2real.eval.frames import command_label, encode_frame, frame_steps, selec
 from sim2real.eval.policies import Policy, make_policy
 from sim2real.sim import registry
 from sim2real.sim.base import SimBackend
+from sim2real.sim.people import step_people
 from sim2real.sim.world import nominal_camera, sample_free_pose, sample_world
 
 MAX_TRAJECTORY_POINTS = 200
@@ -143,6 +144,7 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
                             collision=collision)
 
     path_length = 0.0
+    walks = [[(person.x, person.y)] for person in world.people]
     ties_before = policy.ties
     for k in range(n_steps):
         if interrupt is not None and interrupt():
@@ -155,6 +157,11 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
         stop_commands += twist == STOP
         if k in keep:
             frames.append(frame(k, depth, twist))
+        if world.people:          # people walk one control step while the robot carries out its command
+            step_people(world, dt, (pose.x, pose.y, robot.radius_m))
+            backend.move_people(world)
+            for walk, person in zip(walks, world.people):
+                walk.append((person.x, person.y))
         if delay <= 0:
             result = backend.step(twist, dt)
             collided = result.collided
@@ -201,9 +208,10 @@ def run_episode(backend: SimBackend, policy: Policy, scenario: Scenario, seed: i
         "start": [round(start.x, 4), round(start.y, 4), round(start.yaw, 4)],
         "trajectory": [[round(x, 3), round(y, 3)] for x, y in kept],
         "collision_point": [round(v, 4) for v in collision_point] if collision_point is not None else None,
-        "obstacles": [{"shape": o.shape, "x": round(o.x, 4), "y": round(o.y, 4), "yaw": round(o.yaw, 4),
-                       "size": [round(s, 4) for s in o.size], "height": round(o.height, 4)}
-                      for o in world.obstacles],
+        "obstacles": [o.record() for o in world.obstacles],
+        "people": [{"radius": round(person.radius, 4), "height": round(person.height, 4),
+                    "path": [[round(x, 3), round(y, 3)] for x, y in walk[::stride] + walk[-1:]]}
+                   for person, walk in zip(world.people, walks)],
         "latency_ms_mean": round(float(np.mean(latencies)), 4) if latencies else 0.0,
         "latency_ms_p99": round(_percentile(latencies, 99), 4),
         "_latencies": latencies,

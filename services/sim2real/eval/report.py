@@ -50,17 +50,23 @@ def _arena(ax, sizes: list[tuple[float, float]]) -> None:
 
 
 def _obstacles(ax, obstacles: list[dict]) -> None:
-    from matplotlib.patches import Circle, Polygon
+    """Each obstacle of an episode record, drawn by its kind (``sim.kinds``)."""
+    from sim2real.sim.kinds import Obstacle, of
 
-    for o in obstacles:
-        if o["shape"] == "cylinder":
-            ax.add_patch(Circle((o["x"], o["y"]), o["size"][0], fc="#b8b8c0", ec="#555", lw=0.8))
-            continue
-        c, s = math.cos(o["yaw"]), math.sin(o["yaw"])
-        hx, hy = o["size"]
-        corners = [(o["x"] + c * dx - s * dy, o["y"] + s * dx + c * dy)
-                   for dx, dy in ((hx, hy), (-hx, hy), (-hx, -hy), (hx, -hy))]
-        ax.add_patch(Polygon(corners, closed=True, fc="#b8b8c0", ec="#555", lw=0.8))
+    for record in obstacles:
+        obstacle = Obstacle.from_record(record)
+        of(obstacle).draw(ax, obstacle)
+
+
+def _people(ax, people: list[dict]) -> None:
+    """Each person's walk (a thin line) and where it stood at the end, drawn by the ``person`` kind."""
+    from sim2real.sim.kinds import Obstacle, get
+
+    for person in people:
+        xs, ys = zip(*person["path"])
+        ax.plot(xs, ys, color="#c07a20", lw=0.7, alpha=0.8)
+        r = person["radius"]
+        get("person").draw(ax, Obstacle("cylinder", xs[-1], ys[-1], 0.0, (r, r), person["height"], "person"))
 
 
 def _episode(ax, ep: dict, lw: float, alpha: float, robot_radius: float | None = None) -> None:
@@ -109,6 +115,7 @@ def trajectory_figure(result: dict) -> bytes:
         sub = fig.add_subplot(grid[k // 3, 2 + k % 3])
         _arena(sub, [size(ep)])
         _obstacles(sub, ep.get("obstacles", []))
+        _people(sub, ep.get("people", []))
         _episode(sub, ep, lw=1.6, alpha=0.95, robot_radius=result.get("robot_radius_m"))
         verdict = "success" if ep["success"] else ("collision" if ep["collided"] else "too little progress")
         sub.set_title(f"episode {ep['index']}: {verdict}, {ep['progress_m']:.1f} m", fontsize=8)

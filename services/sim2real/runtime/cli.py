@@ -20,7 +20,8 @@ _SERVE_FLAGS = {  # CLI flag dest → ROS parameter name
     "max_linear_speed": "max_linear_speed", "max_angular_speed": "max_angular_speed",
     "watchdog_timeout": "watchdog_timeout_s", "max_invalid_fraction": "max_invalid_fraction",
     "diagnostics_period": "diagnostics_period_s", "expected_rate": "expected_rate_hz",
-    "camera_info_topic": "camera_info_topic",
+    "camera_info_topic": "camera_info_topic", "shadow": "shadow", "shadow_topic": "shadow_topic",
+    "teleop_topic": "teleop_topic", "shadow_window": "shadow_window_s", "shadow_lag": "shadow_lag_s",
 }
 # replay flag dest → node parameter (flags win over --params-file, which wins over the defaults)
 _REPLAY_FLAGS = {"backend": "backend", "max_invalid_fraction": "max_invalid_fraction",
@@ -115,6 +116,17 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
                         "field of view (default /camera/depth/camera_info; empty: none)")
     p.add_argument("--intrinsics", metavar="W,H,FX,FY,CX,CY",
                    help="the camera's intrinsics in pixels (CameraInfo convention), used instead of CameraInfo")
+    p.add_argument("--shadow", action="store_true", default=None,
+                   help="shadow mode, beside a driver: command nothing; what the policy would command (zero "
+                        "Twists included) goes to --shadow-topic, its agreement with the driver's commands to "
+                        "/diagnostics. Refused when the output would be the robot's or the driver's topic")
+    p.add_argument("--shadow-topic", help="shadow mode's output (default /sim2real/shadow/cmd_vel)")
+    p.add_argument("--teleop-topic", help="the driver's commands, compared in shadow mode (default /cmd_vel)")
+    p.add_argument("--shadow-window", type=float,
+                   help="seconds of decisions the shadow agreement covers (default 30)")
+    p.add_argument("--shadow-lag", type=float,
+                   help="the driver's reaction lag in seconds: each image is compared with the command in "
+                        "effect this long after it (default 0.3)")
     p.add_argument("--ros-args", nargs=argparse.REMAINDER, default=[],
                    help="the rest goes to ROS, e.g. --ros-args -r /cmd_vel:=/robot/cmd_vel")
 
@@ -163,7 +175,7 @@ def _ros_value(text: str) -> object:
 def register(verbs: argparse._SubParsersAction) -> None:
     """Add ``serve`` and ``replay`` to the sub-parsers of the main ``sim2real`` parser."""
     p = verbs.add_parser(
-        "serve", help="run the policy as a ROS 2 node: depth image in, /cmd_vel out",
+        "serve", help="run the policy as a ROS 2 node: depth image in, /cmd_vel out (--shadow: beside a driver)",
         description="ROS 2 node: subscribes a depth image (32FC1 m or 16UC1 mm, sensor-data QoS) and "
                     "publishes a geometry_msgs/Twist per image; zero Twist on a stale camera, an unusable "
                     "image or an inference error. Flags set the node's parameters; anything after "

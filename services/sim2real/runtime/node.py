@@ -13,6 +13,12 @@ overlap along an axis is refused (zero Twist, one log line), and so is one where
 ``max_invalid_fraction`` of the pixels the model sees hold no return (too-far and too-near
 readings are measurements and do not count).
 
+In shadow mode (``shadow``) the node runs beside a driver and commands nothing: every Twist it
+would publish, the watchdog's and the fail-safe's zero Twists included, goes to ``shadow_topic``,
+which may not be the robot's command topic (``cmd_vel_topic``, ``/cmd_vel``) or the driver's
+(``teleop_topic``) under any remapping; its agreement with the driver's commands goes to
+/diagnostics (:mod:`sim2real.runtime.shadow`).
+
 rclpy is imported only when a node is built, so the ROS-free part (:class:`DepthToTwist`,
 :class:`LatencyStats`) can be used and tested without ROS.
 """
@@ -31,7 +37,20 @@ from pathlib import Path
 import numpy as np
 
 from sim2real.contracts import actions as action_space
-from sim2real.contracts.actions import ACTIONS, FORWARD_SPEED_MPS, STOP, TURN_RATE_RADPS, Twist, choose, twist_for
+from sim2real.contracts.actions import (
+    ACTIONS,
+    ANGULAR_THRESHOLD_RADPS,
+    COMMAND_MAX_AGE_S,
+    FORWARD_SPEED_MPS,
+    LINEAR_THRESHOLD_MPS,
+    REACTION_LAG_S,
+    STOP,
+    TURN_RATE_RADPS,
+    CommandThresholds,
+    Twist,
+    choose,
+    twist_for,
+)
 from sim2real.contracts.camera import CameraError, Intrinsics
 from sim2real.contracts.preprocessing import CameraMismatch, InputMapping
 from sim2real.runtime.frame_rate import FrameRate, rate_warning
@@ -39,6 +58,7 @@ from sim2real.runtime.ros_image import ImageError, decode_depth
 from sim2real.runtime.watchdog import FailSafe, Log
 
 NODE_NAME = "sim2real_policy"
+ROBOT_CMD_VEL = "/cmd_vel"
 STAGES: tuple[str, ...] = ("convert", "preprocess", "infer", "publish", "total")
 
 
@@ -103,6 +123,42 @@ class NodeParams:
     camera_fy: float = 0.0
     camera_cx: float = 0.0
     camera_cy: float = 0.0
+    shadow: bool = False
+    shadow_topic: str = "/sim2real/shadow/cmd_vel"
+    teleop_topic: str = ROBOT_CMD_VEL
+    shadow_window_s: float = 30.0
+    shadow_lag_s: float = REACTION_LAG_S
+    shadow_max_age_s: float = COMMAND_MAX_AGE_S
+    label_angular_z: float = ANGULAR_THRESHOLD_RADPS
+    label_linear_x: float = LINEAR_THRESHOLD_MPS
+
+    @property
+    def output_topic(self) -> str:
+        """Where the commands go: ``shadow_topic`` in shadow mode, else ``cmd_vel_topic``."""
+        return self.shadow_topic if self.shadow else self.cmd_vel_topic
+
+    def shadow_agreement(self):
+        """The shadow mode's agreement tracker (checks its parameters)."""
+        from sim2real.runtime.shadow import ShadowAgreement
+
+        return ShadowAgreement(self.shadow_window_s, self.shadow_lag_s, self.shadow_max_age_s,
+                               CommandThresholds(self.label_angular_z, self.label_linear_x))
+
+    def check_shadow_output(self, resolve=lambda name: "/" + name.lstrip("/")) -> None:
+        """Refuse a shadow output that is the robot's or the driver's command topic.
+
+        ``resolve`` turns a topic into the name the middleware uses (the node's remapping and
+        namespace; by default a relative name is taken from the root).
+        """
+        if not self.shadow:
+            return
+        output = resolve(self.shadow_topic)
+        robot = {resolve(self.cmd_vel_topic): "cmd_vel_topic", resolve(self.teleop_topic): "teleop_topic",
+                 ROBOT_CMD_VEL: "the robot's command topic"}
+        if output in robot:
+            raise ValueError(f"--shadow publishes nothing the robot obeys, but its output {self.shadow_topic!r} "
+                             f"resolves to {output} ({robot[output]}): set shadow_topic elsewhere "
+                             f"(default {NodeParams.shadow_topic})")
 
     def intrinsics(self) -> Intrinsics | None:
         """The ``camera_*`` parameters as intrinsics, or None when they are not set (all zero)."""
@@ -132,10 +188,14 @@ class NodeParams:
         if not self.expected_rate_hz >= 0:
             raise ValueError(f"expected_rate_hz must be ≥ 0 (0: the camera's rate is unknown), "
                              f"got {self.expected_rate_hz}")
-        for name in ("image_topic", "cmd_vel_topic", "model_topic", "diagnostics_topic"):
+        for name in ("image_topic", "cmd_vel_topic", "model_topic", "diagnostics_topic",
+                     *(("shadow_topic", "teleop_topic") if self.shadow else ())):
             if not getattr(self, name):
                 raise ValueError(f"{name} must not be empty")
         self.intrinsics()
+        if self.shadow:
+            self.check_shadow_output()
+            self.shadow_agreement()
 
     def safety_envelope(self, manifest: dict | None) -> SafetyEnvelope:
         """The one check of what the node may command, against the model's ``manifest``.
@@ -355,7 +415,12 @@ class PolicyNode:
         self.node = Node(NODE_NAME, context=context)
         self.logger = self.node.get_logger()
         self.params = _declare(self.node, NodeParams(), overrides or {})
+        if (overrides or {}).get("shadow") and not self.params.shadow:
+            raise ValueError("--shadow was given but a parameter (a --params-file or -p) sets shadow false: "
+                             "the node would command the robot; remove that setting")
         self.params.validate()
+        self.params.check_shadow_output(self.node.resolve_topic_name)
+        self.shadow = self.params.shadow_agreement() if self.params.shadow else None
         self.policy = policy or ModelPolicy(self.params.model_path, backend=self.params.backend)
         self.pipeline = DepthToTwist(self.policy, self.params, self._log)
         self.stats = LatencyStats()
@@ -366,7 +431,7 @@ class PolicyNode:
         self._diag_cls = DiagnosticArray
         self._stop_msg = TwistMsg()
 
-        self.cmd_pub = self.node.create_publisher(TwistMsg, self.params.cmd_vel_topic, 10)
+        self.cmd_pub = self.node.create_publisher(TwistMsg, self.params.output_topic, 10)
         self.diag_pub = self.node.create_publisher(DiagnosticArray, self.params.diagnostics_topic, 10)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -384,6 +449,11 @@ class PolicyNode:
         if self.params.camera_info_topic:
             self.camera_info_subscription = self.node.create_subscription(
                 CameraInfo, self.params.camera_info_topic, self.pipeline.camera.update, qos_profile_sensor_data)
+        self.teleop_subscription = None
+        if self.shadow is not None:
+            # best effort: hears reliable and best-effort drivers alike
+            self.teleop_subscription = self.node.create_subscription(TwistMsg, self.params.teleop_topic,
+                                                                     self._on_teleop, qos_profile_sensor_data)
         tick = min(self.params.watchdog_timeout_s / 4.0, 0.05)
         self.watchdog_timer = self.node.create_timer(tick, self._on_watchdog)
         self.diag_timer = self.node.create_timer(self.params.diagnostics_period_s, self._on_diagnostics)
@@ -391,6 +461,10 @@ class PolicyNode:
             f"serving model {self.model_info['model']} sha256 {self.policy.sha256} on backend "
             f"{self.model_info['backend']}: {self.subscription.topic_name} → {self.cmd_pub.topic_name} "
             f"(watchdog {self.params.watchdog_timeout_s:g} s, model info latched on {self.model_pub.topic_name})")
+        if self.teleop_subscription is not None:
+            self.logger.info(f"shadow mode: commanding nothing; what the policy would command goes to "
+                             f"{self.cmd_pub.topic_name}, its agreement with the driver's "
+                             f"{self.teleop_subscription.topic_name} to {self.diag_pub.topic_name}")
         self.model_pub.publish(String(data=json.dumps(self.model_info, sort_keys=True)))
         if getattr(self.policy, "isa_note", None):
             self.logger.warning(self.policy.isa_note)
@@ -401,8 +475,12 @@ class PolicyNode:
         else:
             self.logger.info(message)
 
+    def _on_teleop(self, msg) -> None:
+        self.shadow.teleop(time.monotonic(), float(msg.linear.x), float(msg.angular.z))
+
     def _on_image(self, msg) -> None:
-        self.frame_rate.tick(time.monotonic())
+        received = time.monotonic()
+        self.frame_rate.tick(received)
         start = time.perf_counter()
         try:
             twist = self.pipeline.handle(msg)
@@ -410,6 +488,8 @@ class PolicyNode:
             self.pipeline.failsafe.fault(f"image callback failed: {type(exc).__name__}: {exc}")
             twist = STOP
         self.ties += self.pipeline.last_tie
+        if self.shadow is not None:
+            self.shadow.policy(received, self.pipeline.last_action)
         out = self._twist_cls()
         out.linear.x, out.angular.z = float(twist.linear_x), float(twist.angular_z)
         before_publish = time.perf_counter()
@@ -438,7 +518,7 @@ class PolicyNode:
         status = DiagnosticStatus(name=f"{NODE_NAME}: depth policy", hardware_id=self.policy.sha256[:12])
         problems = ([f"stopped: {failsafe.reason}"] if failsafe.stopped else []) + ([low_rate] if low_rate else [])
         status.level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
-        status.message = "; ".join(problems) or "serving"
+        status.message = "; ".join(problems) or ("shadowing" if self.shadow else "serving")
         values = {"model_sha256": self.policy.sha256, "backend": self.model_info["backend"],
                   "frames": self.stats.frames, "frames_received": self.frame_rate.count,
                   "image_rate_hz": "" if rate is None else round(rate, 2),
@@ -448,12 +528,34 @@ class PolicyNode:
             values[f"{stage}_ms_p50"] = figures["p50"]
             values[f"{stage}_ms_p99"] = figures["p99"]
         status.values = [KeyValue(key=key, value=str(value)) for key, value in values.items()]
-        array = self._diag_cls(status=[status])
+        statuses = [status] + ([self._shadow_status()] if self.shadow is not None else [])
+        array = self._diag_cls(status=statuses)
         array.header.stamp = self.node.get_clock().now().to_msg()
         self.diag_pub.publish(array)
         if self.stats.frames != self._frames_logged:
             self._frames_logged = self.stats.frames
             self.logger.info(self.stats.line())
+
+    def _shadow_status(self):
+        """Shadow mode's agreement with the driver over the window, as a DiagnosticStatus."""
+        from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+        figures = self.shadow.summary(time.monotonic())
+        status = DiagnosticStatus(name=f"{NODE_NAME}: shadow agreement", hardware_id=self.policy.sha256[:12],
+                                  level=DiagnosticStatus.OK)
+        if figures["agreement"] is None:
+            status.message = f"no frame compared in the last {figures['window_s']:g} s"
+            if not self.shadow.teleop_messages:
+                status.level = DiagnosticStatus.WARN
+                status.message += f" (nothing heard on {self.teleop_subscription.topic_name})"
+        else:
+            status.message = (f"agreement {figures['agreement']:.2f} over {figures['compared']} frames "
+                              f"in the last {figures['window_s']:g} s")
+        values = {"output_topic": self.cmd_pub.topic_name, "teleop_topic": self.teleop_subscription.topic_name,
+                  "lag_s": self.shadow.lag_s, **{k: v for k, v in figures.items() if k != "driver_classes"},
+                  **{f"driver_{name}": count for name, count in figures["driver_classes"].items()}}
+        status.values = [KeyValue(key=key, value="" if value is None else str(value)) for key, value in values.items()]
+        return status
 
     def _report_rate(self, warning: str | None, rate: float | None) -> None:
         """Log once when frames start arriving well below the camera's rate, once when they recover."""

@@ -14,6 +14,7 @@ Watchdog timeouts are a property of live time and are not replayed.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import sys
@@ -45,6 +46,24 @@ def _rosbags():
     return AnyReader, Writer, StoragePlugin, get_typestore(Stores.LATEST)
 
 
+@contextlib.contextmanager
+def open_bag(bag: str | Path):
+    """An opened rosbags ``AnyReader`` for a bag folder or file; one-line errors when it is not one."""
+    bag = Path(bag)
+    if not bag.exists():
+        raise FileNotFoundError(f"bag not found: {bag}")
+    reader_cls, _, _, store = _rosbags()
+    try:
+        reader = reader_cls([bag], default_typestore=store)
+        reader.open()
+    except Exception as exc:
+        raise ValueError(f"{bag} is not a readable ROS 2 bag: {str(exc).splitlines()[0]}") from None
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
 def _storage_plugin(storage: str):
     if storage not in STORAGES:
         raise ValueError(f"bag storage must be one of {', '.join(STORAGES)}, got '{storage}'")
@@ -52,13 +71,14 @@ def _storage_plugin(storage: str):
     return plugin.MCAP if storage == "mcap" else plugin.SQLITE3
 
 
-def record_images(bag: str | Path, images: Iterable[tuple[int, RawImage]],
+def record_images(bag: str | Path, images: Iterable[tuple[int, RawImage] | tuple[int, RawImage, Intrinsics]],
                   topic: str = "/camera/depth/image_raw", storage: str = "mcap",
                   frame_id: str = "camera_depth_optical_frame", intrinsics: Intrinsics | None = None,
                   camera_info_topic: str = "/camera/depth/camera_info") -> int:
     """Write ``(timestamp_ns, image)`` pairs as sensor_msgs/Image to a new rosbag2 folder; return the count.
 
-    With ``intrinsics``, a sensor_msgs/CameraInfo with them goes before each image, as a driver publishes.
+    With ``intrinsics``, a sensor_msgs/CameraInfo with them goes before each image, as a driver publishes;
+    an item ``(timestamp_ns, image, intrinsics)`` carries its own image's CameraInfo.
     """
     _, writer_cls, _, store = _rosbags()
     plugin = _storage_plugin(storage)
@@ -67,12 +87,14 @@ def record_images(bag: str | Path, images: Iterable[tuple[int, RawImage]],
     count = 0
     with writer_cls(Path(bag), version=writer_cls.VERSION_LATEST, storage_plugin=plugin) as writer:
         connection = writer.add_connection(topic, IMAGE_TYPE, typestore=store)
-        info_connection = (writer.add_connection(camera_info_topic, CAMERA_INFO_TYPE, typestore=store)
-                           if intrinsics is not None else None)
-        for stamp_ns, raw in images:
+        info_connection = None
+        for stamp_ns, raw, *own in images:
             header = header_cls(stamp=time_cls(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id=frame_id)
-            if info_connection is not None:
-                info = camera_info_message(store, header, intrinsics)
+            camera = own[0] if own else intrinsics
+            if camera is not None:
+                if info_connection is None:
+                    info_connection = writer.add_connection(camera_info_topic, CAMERA_INFO_TYPE, typestore=store)
+                info = camera_info_message(store, header, camera)
                 writer.write(info_connection, stamp_ns, store.serialize_cdr(info, CAMERA_INFO_TYPE))
             msg = image_cls(header=header, height=raw.height, width=raw.width, encoding=raw.encoding,
                             is_bigendian=raw.is_bigendian, step=raw.step,
@@ -110,7 +132,7 @@ def replay(bag: str | Path, model: str | Path, *, topic: str = "/camera/depth/im
     out = Path(out) if out else default_out(bag)
     if out_bag is not None and Path(out_bag).exists():
         raise ValueError(f"output bag {out_bag} exists already; rosbags writes new bags only")
-    reader_cls, writer_cls, _, store = _rosbags()
+    _, writer_cls, _, store = _rosbags()
     params = params or NodeParams(model_path=str(model), backend=backend)
     policy = ModelPolicy(model, backend=backend)
     if policy.isa_note:
@@ -123,12 +145,9 @@ def replay(bag: str | Path, model: str | Path, *, topic: str = "/camera/depth/im
     counts = {name: 0 for name in (*ACTIONS, "stop")}
     ties = 0
     writer = None
-    try:
-        reader = reader_cls([bag], default_typestore=store)
-        reader.open()
-    except Exception as exc:
-        raise ValueError(f"{bag} is not a readable ROS 2 bag: {str(exc).splitlines()[0]}") from None
-    try:
+    with contextlib.ExitStack() as stack:
+        reader = stack.enter_context(open_bag(bag))
+        stack.callback(lambda: writer is not None and writer.close())
         connections = [c for c in reader.connections if c.topic == topic]
         if not connections:
             images = sorted({c.topic for c in reader.connections if c.msgtype == IMAGE_TYPE})
@@ -176,10 +195,6 @@ def replay(bag: str | Path, model: str | Path, *, topic: str = "/camera/depth/im
                     command = twist_cls(linear=vector_cls(x=twist.linear_x, y=0.0, z=0.0),
                                         angular=vector_cls(x=0.0, y=0.0, z=twist.angular_z))
                     writer.write(twist_conn, timestamp, store.serialize_cdr(command, TWIST_TYPE))
-    finally:
-        reader.close()
-        if writer is not None:
-            writer.close()
     return {"bag": str(bag), "topic": topic, "frames": sum(counts.values()), "actions": counts,
             "left_right_ties": ties, "camera_intrinsics": pipeline.camera.source,
             "model": str(model), "model_sha256": policy.sha256, "backend": policy.engine.name,

@@ -46,6 +46,11 @@ class SimBackend(ABC):
     def step(self, command: Twist, dt: float) -> StepResult:
         raise NotImplementedError(f"the {self.name} backend renders only; it does not simulate a robot")
 
+    def move_people(self, world: World) -> None:
+        """Put the world's people where they now stand (``sim.people.step_people`` moved them)."""
+        if world.people:
+            raise UnsupportedScenario(f"{self.name} backend: obstacles.people: moving people are not simulated here")
+
     def robot_pose(self) -> Pose2D:
         raise NotImplementedError(f"the {self.name} backend renders only; it does not simulate a robot")
 

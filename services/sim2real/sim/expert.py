@@ -12,6 +12,11 @@ with more free space wins (summed free length at 0.5, 1.0 and 1.5 rad to each si
 later the tie is broken the same way. When no heading at all is clear (boxed in), it turns LEFT
 until one comes round.
 
+What the disc can touch is ``World.solids()``: every obstacle part whose underside is below the
+world's ``clear_height`` (the robot drives under higher table tops), the arena walls, and the
+people where they stand now, each widened by the world's ``people_margin`` (their top speed times
+``obstacles.people.expert_horizon_s``): the rule reads one snapshot, as the policy sees one frame.
+
 The same function labels the dataset and drives the robot as the ``expert`` policy in evaluation,
 where it is the ceiling the learned policy is compared to.
 """
@@ -19,6 +24,7 @@ where it is the ceiling the learned policy is compared to.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -86,7 +92,7 @@ def _nearby(world: World, pose: Pose2D, reach: float) -> World:
     keep = [o for o in world.obstacles if math.hypot(o.x - pose.x, o.y - pose.y) - o.footprint_radius() <= reach]
     if len(keep) == len(world.obstacles):
         return world
-    return World(world.arena_size, world.wall_height, world.wall_thickness, keep)
+    return replace(world, obstacles=keep)
 
 
 def path_clear(world: World, pose: Pose2D, robot_radius: float, rule: Expert) -> bool:

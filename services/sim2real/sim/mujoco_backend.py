@@ -44,24 +44,27 @@ NEAR_M = 1e-3                  # obstacle points closer than this to the image p
 
 def _geom_xml(o: Obstacle, group: int = OBSTACLE_GROUP) -> str:
     half_h = o.height / 2
+    z = o.z0 + half_h
     quat = f"{math.cos(o.yaw / 2)!r} 0 0 {math.sin(o.yaw / 2)!r}"
     if o.shape not in PRIMITIVES:
         raise UnsupportedScenario(f"mujoco backend: unknown obstacle shape '{o.shape}'")
     if o.shape == "cylinder":
-        return (f'<geom type="cylinder" group="{group}" pos="{o.x!r} {o.y!r} {half_h!r}" '
+        return (f'<geom type="cylinder" group="{group}" pos="{o.x!r} {o.y!r} {z!r}" '
                 f'size="{o.size[0]!r} {half_h!r}"/>')
-    return (f'<geom type="box" group="{group}" pos="{o.x!r} {o.y!r} {half_h!r}" quat="{quat}" '
+    return (f'<geom type="box" group="{group}" pos="{o.x!r} {o.y!r} {z!r}" quat="{quat}" '
             f'size="{o.size[0]!r} {o.size[1]!r} {half_h!r}"/>')
 
 
 def world_mjcf(world: World) -> str:
-    """The MJCF document of a World: a floor plane and every solid as a static geom.
+    """The MJCF document of a World: a floor plane and every part of every obstacle (and every person,
+    where they stand) as a static geom.
 
     Obstacles are in geom group 0; the floor and the arena walls in group 3.
     """
     floor_x = world.arena_size[0] / 2 + 2 * world.wall_thickness
     floor_y = world.arena_size[1] / 2 + 2 * world.wall_thickness
-    geoms = [_geom_xml(o) for o in world.obstacles] + [_geom_xml(o, ENVIRONMENT_GROUP) for o in world.walls()]
+    geoms = ([_geom_xml(o) for o in world.parts() + world.person_parts()]
+             + [_geom_xml(o, ENVIRONMENT_GROUP) for o in world.walls()])
     body = "\n    ".join(geoms)
     return (
         '<mujoco model="sim2real">\n'
@@ -94,7 +97,7 @@ def _corners(o: Obstacle) -> np.ndarray:
         c, s = math.cos(o.yaw), math.sin(o.yaw)
     local = np.array([(sx * hx, sy * hy) for sx in (-1, 1) for sy in (-1, 1)])
     xy = np.stack([o.x + c * local[:, 0] - s * local[:, 1], o.y + s * local[:, 0] + c * local[:, 1]], axis=1)
-    return np.concatenate([np.c_[xy, np.zeros(4)], np.c_[xy, np.full(4, o.height)]])
+    return np.concatenate([np.c_[xy, np.full(4, o.z0)], np.c_[xy, np.full(4, o.top)]])
 
 
 _PAIRS = np.array([(i, j) for i in range(8) for j in range(i + 1, 8)])
@@ -123,8 +126,8 @@ class MujocoBackend(SimBackend):
         self._data = mujoco.MjData(self._model)
         mujoco.mj_kinematics(self._model, self._data)
         self._world = world
-        self._corners = (np.stack([_corners(o) for o in world.obstacles]) if world.obstacles
-                         else np.zeros((0, 8, 3)))
+        parts = world.parts() + world.person_parts()
+        self._corners = np.stack([_corners(o) for o in parts]) if parts else np.zeros((0, 8, 3))
 
     def _rays(self, rotation: np.ndarray, width: int, height: int,
               hfov_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -37,9 +37,12 @@ WHEEL_TORQUE_NM = 2.0         # motor torque limit per wheel: ~0.05 s to reach 0
 WHEEL_FRICTION = 1.0
 CASTER_FRICTION = 0.02
 CONTACT_TOLERANCE_M = 1e-3    # a contact point closer than this counts as a collision
+MAST_RADIUS_M = 0.02          # the camera mast: a thin cylinder at the front edge up to the robot's top
+MAST_MASS_KG = 0.01
 
 _OBSTACLE_RGBA = (0.6, 0.6, 0.65, 1.0)
 _WALL_RGBA = (0.8, 0.75, 0.7, 1.0)
+_PERSON_RGBA = (0.85, 0.6, 0.3, 1.0)
 _FLOOR_RGBA = (0.4, 0.4, 0.4, 1.0)
 
 
@@ -49,8 +52,30 @@ def _cylinder_inertia(mass: float, radius: float, length: float) -> tuple[float,
     return side, side, 0.5 * mass * radius**2
 
 
-def robot_urdf(robot: Robot) -> str:
-    """A differential-drive robot: cylinder body, two driven wheels, two low-friction casters.
+def _mast(robot: Robot, top_m: float | None) -> str:
+    """The camera mast link: from the body's top to ``top_m``, inside the body's footprint at its front."""
+    body_top = GROUND_CLEARANCE_M + robot.height_m
+    if top_m is None or top_m <= body_top + 1e-6:
+        return ""
+    radius, length = min(MAST_RADIUS_M, robot.radius_m / 4), top_m - body_top
+    z = body_top + length / 2 - robot.wheel_radius_m
+    mi = _cylinder_inertia(MAST_MASS_KG, radius, length)
+    geometry = f'<origin xyz="0 0 0"/><geometry><cylinder radius="{radius}" length="{length}"/></geometry>'
+    return f"""
+  <link name="mast">
+    <inertial><origin xyz="0 0 0"/><mass value="{MAST_MASS_KG}"/>
+      <inertia ixx="{mi[0]}" ixy="0" ixz="0" iyy="{mi[1]}" iyz="0" izz="{mi[2]}"/></inertial>
+    <visual>{geometry}</visual>
+    <collision>{geometry}</collision>
+  </link>
+  <joint name="mast_joint" type="fixed">
+    <parent link="base"/><child link="mast"/><origin xyz="{robot.radius_m - radius} 0 {z}"/>
+  </joint>"""
+
+
+def robot_urdf(robot: Robot, top_m: float | None = None) -> str:
+    """A differential-drive robot: cylinder body, two driven wheels, two low-friction casters, and a
+    camera mast up to ``top_m`` (``Scenario.robot_top_m()``) when that is above the body.
 
     The base frame sits on the wheel axle (``wheel_radius_m`` above the floor), centred on the
     body's axis; +x is forward, +y left.
@@ -100,6 +125,7 @@ def robot_urdf(robot: Robot) -> str:
     <visual><origin xyz="0 0 {body_z}"/><geometry><cylinder radius="{r}" length="{h}"/></geometry></visual>
     <collision><origin xyz="0 0 {body_z}"/><geometry><cylinder radius="{r}" length="{h}"/></geometry></collision>
   </link>{wheel("left_wheel", sep / 2)}{wheel("right_wheel", -sep / 2)}{caster("front_caster", caster_x)}{caster("rear_caster", -caster_x)}
+  {_mast(robot, top_m)}
 </robot>
 """
 
@@ -117,11 +143,12 @@ class PybulletBackend(SimBackend):
             raise RuntimeError("pybullet: could not start a DIRECT physics client")
         self._tmpdir = Path(tempfile.mkdtemp(prefix="sim2real-pybullet-"))
         self._urdf = self._tmpdir / "robot.urdf"
-        self._urdf.write_text(robot_urdf(scenario.robot), encoding="utf-8")
+        self._urdf.write_text(robot_urdf(scenario.robot, scenario.robot_top_m()), encoding="utf-8")
         self.world: World | None = None
         self.robot: int | None = None
         self.ground: int | None = None
         self.solids: list[int] = []
+        self.people: list[int] = []
         self._wheels: tuple[int, int] = (-1, -1)
         self._base_z = 0.0
         self._proj_cache: dict[tuple, list[float]] = {}
@@ -142,9 +169,9 @@ class PybulletBackend(SimBackend):
                                          physicsClientId=c)
         self.ground = p.createMultiBody(0, ground_col, ground_vis, [0, 0, 0], physicsClientId=c)
         p.changeDynamics(self.ground, -1, lateralFriction=1.0, physicsClientId=c)
-        obstacles = set(id(o) for o in world.obstacles)
-        self.solids = [self._add_solid(o, _OBSTACLE_RGBA if id(o) in obstacles else _WALL_RGBA)
-                       for o in world.solids()]
+        self.solids = ([self._add_solid(o, _OBSTACLE_RGBA) for o in world.parts()]
+                       + [self._add_solid(o, _WALL_RGBA) for o in world.walls()])
+        self.people = [self._add_solid(o, _PERSON_RGBA) for o in world.person_parts()]
         self.robot = p.loadURDF(str(self._urdf), [0, 0, self.scenario.robot.wheel_radius_m],
                                 physicsClientId=c)
         joints = {p.getJointInfo(self.robot, j, physicsClientId=c)[1].decode(): j
@@ -170,7 +197,13 @@ class PybulletBackend(SimBackend):
         else:
             raise ValueError(f"pybullet backend: unknown obstacle shape '{o.shape}'")
         orn = p.getQuaternionFromEuler([0, 0, o.yaw])
-        return p.createMultiBody(0, col, vis, [o.x, o.y, o.height / 2], orn, physicsClientId=c)
+        return p.createMultiBody(0, col, vis, [o.x, o.y, o.z0 + o.height / 2], orn, physicsClientId=c)
+
+    def move_people(self, world: World) -> None:
+        """Teleport each person's (static) body to where ``sim.people`` moved it; touching one is a contact."""
+        for body, part in zip(self.people, world.person_parts()):
+            p.resetBasePositionAndOrientation(body, [part.x, part.y, part.height / 2], [0, 0, 0, 1],
+                                              physicsClientId=self.client)
 
     # ------------------------------------------------------------------ robot
     def _need_robot(self) -> int:

@@ -13,30 +13,24 @@ import numpy as np
 
 from sim2real.contracts.camera import Intrinsics, camera_rotation
 from sim2real.contracts.scenario import Camera, Scenario
+from sim2real.sim import kinds
+from sim2real.sim.kinds.base import PRIMITIVES, Obstacle
 
-PRIMITIVES = ("box", "cylinder")
-
-
-@dataclass(frozen=True)
-class Obstacle:
-    """An upright primitive on the floor. ``size`` is the radius (cylinder) or half-extents x, y (box).
-
-    ``shape`` is always a primitive every backend builds (``box`` or ``cylinder``); ``kind`` records
-    what the scenario asked for: ``box``, ``cylinder``, ``pole`` (a thin cylinder), ``wall`` (a
-    free-standing wall segment, a long thin box) or ``partition`` (an interior wall of the arena
-    layout, a box). Empty means the same as ``shape``.
-    """
-
-    shape: str
-    x: float
-    y: float
-    yaw: float
-    size: tuple[float, float]
-    height: float
-    kind: str = ""
-
-    def footprint_radius(self) -> float:
-        return self.size[0] if self.shape == "cylinder" else math.hypot(*self.size)
+__all__ = [
+    "PRIMITIVES",
+    "CameraSample",
+    "Obstacle",
+    "Person",
+    "Pose2D",
+    "StartRegion",
+    "World",
+    "camera_extrinsics",
+    "image_size",
+    "nominal_camera",
+    "sample_camera",
+    "sample_free_pose",
+    "sample_world",
+]
 
 
 @dataclass(frozen=True)
@@ -94,12 +88,46 @@ class StartRegion:
 
 
 @dataclass
+class Person:
+    """A moving obstacle (``obstacles.people``): an upright cylinder walking at ``speed`` along
+    ``heading`` (radians), or toward ``target`` (``waypoints``). ``sim.people`` places and moves it."""
+
+    x: float
+    y: float
+    radius: float
+    height: float
+    speed: float
+    heading: float
+    target: tuple[float, float] | None = None
+
+    def part(self, inflate: float = 0.0) -> Obstacle:
+        r = self.radius + inflate
+        return Obstacle("cylinder", self.x, self.y, 0.0, (r, r), self.height, "person")
+
+
+@dataclass
 class World:
+    """A scene. ``obstacles`` are what was drawn (one per table, say); ``parts()`` their primitives.
+
+    ``clear_height`` is how high an underside must be for the robot to pass beneath it (its top,
+    camera mast included, plus ``obstacles.overhead_margin_m``); parts at or above it are not solids.
+    ``people`` move (``sim.people``); the expert keeps each one ``people_margin`` wider.
+    """
+
     arena_size: tuple[float, float]
     wall_height: float
     wall_thickness: float
     obstacles: list[Obstacle] = field(default_factory=list)
     start_region: StartRegion | None = None
+    clear_height: float = math.inf
+    people: list[Person] = field(default_factory=list)
+    people_margin: float = 0.0
+    people_pattern: str = "bounce"
+    people_rng: np.random.Generator | None = None
+
+    def parts(self) -> list[Obstacle]:
+        """Every primitive of every obstacle: what the backends build and the camera sees."""
+        return [part for o in self.obstacles for part in kinds.parts(o)]
 
     def walls(self) -> list[Obstacle]:
         """The four arena walls as boxes whose inner faces bound the arena."""
@@ -113,8 +141,15 @@ class World:
             Obstacle("box", 0.0, -sy - t, 0.0, (sx + 2 * t, t), h),
         ]
 
+    def person_parts(self, inflate: float = 0.0) -> list[Obstacle]:
+        """The people where they stand now, as cylinders (``inflate`` wider)."""
+        return [person.part(inflate) for person in self.people]
+
     def solids(self) -> list[Obstacle]:
-        return self.obstacles + self.walls()
+        """What the robot's footprint can touch: the parts below ``clear_height``, the arena walls, and
+        the people, ``people_margin`` wider."""
+        return ([part for part in self.parts() if part.z0 < self.clear_height] + self.walls()
+                + self.person_parts(self.people_margin))
 
     def clearance(self, x: float, y: float) -> float:
         """Distance from a point to the nearest obstacle surface or wall (negative inside one)."""
@@ -129,12 +164,6 @@ def _distance_to(o: Obstacle, x: float, y: float) -> float:
     lx, ly = abs(c * dx - s * dy) - o.size[0], abs(s * dx + c * dy) - o.size[1]
     outside = math.hypot(max(lx, 0.0), max(ly, 0.0))
     return outside + min(max(lx, ly), 0.0)
-
-
-def _yaw(rng: np.random.Generator, yaw_deg: tuple[float, float]) -> float:
-    if tuple(yaw_deg) == (-180.0, 180.0):
-        return float(rng.uniform(-math.pi, math.pi))
-    return float(rng.uniform(math.radians(yaw_deg[0]), math.radians(yaw_deg[1])))
 
 
 def _partitions(scenario: Scenario, size: tuple[float, float], rng: np.random.Generator) -> list[Obstacle]:
@@ -163,31 +192,14 @@ def _partitions(scenario: Scenario, size: tuple[float, float], rng: np.random.Ge
 
 
 def _draw_obstacle(scenario: Scenario, half_x: float, half_y: float, rng: np.random.Generator) -> Obstacle:
+    """One obstacle: its kind drawn from ``obstacles.shapes`` (by weight), then drawn by that kind."""
     ob = scenario.obstacles
     if ob.shape_weights is None:
-        kind = ob.shapes[int(rng.integers(len(ob.shapes)))]
+        name = ob.shapes[int(rng.integers(len(ob.shapes)))]
     else:
         weights = np.asarray(ob.shape_weights, dtype=float)
-        kind = ob.shapes[int(rng.choice(len(ob.shapes), p=weights / weights.sum()))]
-    if kind == "cylinder":
-        r = float(rng.uniform(*ob.size_m))
-        shape, size = "cylinder", (r, r)
-    elif kind == "pole":
-        r = float(rng.uniform(*ob.pole_radius_m))
-        shape, size = "cylinder", (r, r)
-    elif kind == "wall":
-        shape, size = "box", (float(rng.uniform(*ob.wall_length_m)) / 2, float(rng.uniform(*ob.wall_thickness_m)) / 2)
-    else:
-        shape, size = "box", (float(rng.uniform(*ob.size_m)), float(rng.uniform(*ob.size_m)))
-    return Obstacle(
-        shape,
-        float(rng.uniform(-half_x, half_x)),
-        float(rng.uniform(-half_y, half_y)),
-        _yaw(rng, ob.yaw_deg),
-        size,
-        float(rng.uniform(*ob.height_m)),
-        "" if kind == shape else kind,
-    )
+        name = ob.shapes[int(rng.choice(len(ob.shapes), p=weights / weights.sum()))]
+    return kinds.get(name).sample(ob, half_x, half_y, rng)
 
 
 def sample_world(scenario: Scenario, rng: np.random.Generator) -> World:
@@ -201,7 +213,8 @@ def sample_world(scenario: Scenario, rng: np.random.Generator) -> World:
         size = (float(rng.uniform(*a.size_range_m[0])), float(rng.uniform(*a.size_range_m[1])))
     else:
         size = (float(a.size_m[0]), float(a.size_m[1]))
-    world = World(size, a.wall_height_m, a.wall_thickness_m, start_region=_start_region(scenario, size))
+    world = World(size, a.wall_height_m, a.wall_thickness_m, start_region=_start_region(scenario, size),
+                  clear_height=scenario.clear_height_m())
     partitions = _partitions(scenario, size, rng)
     world.obstacles.extend(partitions)
     gap = float(rng.uniform(*ob.min_gap_m)) if isinstance(ob.min_gap_m, tuple) else float(ob.min_gap_m)
@@ -220,6 +233,10 @@ def sample_world(scenario: Scenario, rng: np.random.Generator) -> World:
                                         for w in partitions):
             placed.append(candidate)
     world.obstacles.extend(placed)
+    if scenario.obstacles.people.count[1] > 0:
+        from sim2real.sim.people import place_people
+
+        place_people(scenario, world, rng)
     return world
 
 

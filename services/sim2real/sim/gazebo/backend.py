@@ -50,6 +50,9 @@ class GazeboBackend(SimBackend):
 
     def __init__(self, scenario: Scenario, gz_binary: str = "gz", ros2_binary: str = "ros2"):
         super().__init__(scenario)
+        if scenario.obstacles.people.count[1] > 0:
+            raise UnsupportedScenario("gazebo backend: obstacles.people.count: moving people are not simulated in "
+                                      "Gazebo (the world holds them where they start); evaluate them in pybullet")
         for binary in (gz_binary, ros2_binary):
             if shutil.which(binary) is None:
                 raise RuntimeError(f"gazebo backend: '{binary}' is not on PATH (it runs in the gazebo-eval image)")

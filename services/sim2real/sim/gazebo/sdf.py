@@ -16,6 +16,7 @@ import math
 import xml.etree.ElementTree as ET
 
 from sim2real.contracts.scenario import RENDER_REACH_M, Scenario
+from sim2real.sim import kinds
 from sim2real.sim.world import Obstacle, Pose2D, World
 
 SDF_VERSION = "1.9"
@@ -30,6 +31,8 @@ CASTER_MASS_KG = 0.05
 WHEEL_FRICTION = 1.0
 CASTER_FRICTION = 0.02
 CAMERA_NEAR_M = 0.05
+MAST_RADIUS_M = 0.02
+MAST_MASS_KG = 0.01
 
 # Gazebo-side topics; bridge.py maps them to ROS 2 names.
 GZ_TOPICS = {
@@ -43,6 +46,7 @@ GZ_TOPICS = {
 
 _OBSTACLE_RGBA = "0.6 0.6 0.65 1"
 _WALL_RGBA = "0.8 0.75 0.7 1"
+_PERSON_RGBA = "0.85 0.6 0.3 1"
 _FLOOR_RGBA = "0.4 0.4 0.4 1"
 
 
@@ -97,12 +101,10 @@ def _material(visual: ET.Element, rgba: str) -> None:
     _sub(material, "diffuse", rgba)
 
 
-def solid_model(name: str, o: Obstacle, rgba: str = _OBSTACLE_RGBA) -> ET.Element:
-    """A static upright box or cylinder standing on the floor."""
-    model = ET.Element("model", name=name)
-    _sub(model, "static", "true")
-    _sub(model, "pose", _pose(o.x, o.y, o.height / 2, yaw=o.yaw))
-    link = _sub(model, "link", name="link")
+def _solid_link(model: ET.Element, name: str, o: Obstacle, rgba: str, pose: str | None = None) -> None:
+    link = _sub(model, "link", name=name)
+    if pose:
+        _sub(link, "pose", pose)
     if o.shape == "box":
         shape, size = "box", (2 * o.size[0], 2 * o.size[1], o.height)
     elif o.shape == "cylinder":
@@ -113,6 +115,25 @@ def solid_model(name: str, o: Obstacle, rgba: str = _OBSTACLE_RGBA) -> ET.Elemen
     visual = _sub(link, "visual", name="visual")
     _geometry(visual, shape, size)
     _material(visual, rgba)
+
+
+def solid_model(name: str, o: Obstacle, rgba: str = _OBSTACLE_RGBA) -> ET.Element:
+    """A static obstacle: one link per part of its kind (``link`` alone for a one-part obstacle,
+    whose model pose is the part's; ``part_<j>`` links posed in the model frame otherwise)."""
+    model = ET.Element("model", name=name)
+    _sub(model, "static", "true")
+    parts = kinds.parts(o)
+    if len(parts) == 1:
+        part = parts[0]
+        _sub(model, "pose", _pose(part.x, part.y, part.z0 + part.height / 2, yaw=part.yaw))
+        _solid_link(model, "link", part, rgba)
+        return model
+    _sub(model, "pose", _pose(o.x, o.y, 0.0, yaw=o.yaw))
+    c, s = math.cos(-o.yaw), math.sin(-o.yaw)
+    for j, part in enumerate(parts):
+        dx, dy = part.x - o.x, part.y - o.y
+        local = _pose(c * dx - s * dy, s * dx + c * dy, part.z0 + part.height / 2, yaw=part.yaw - o.yaw)
+        _solid_link(model, f"part_{j}", part, rgba, local)
     return model
 
 
@@ -158,6 +179,26 @@ def robot_model(scenario: Scenario, start: Pose2D | None = None) -> ET.Element:
     contact = _sub(bumper, "contact")
     _sub(contact, "collision", "chassis_collision")
     _sub(contact, "topic", GZ_TOPICS["contacts"])
+
+    body_top = GROUND_CLEARANCE_M + h
+    top = scenario.robot_top_m()
+    if top > body_top + 1e-6:          # the camera mast, as in the PyBullet robot, with its own bumper
+        radius, length = min(MAST_RADIUS_M, r / 4), top - body_top
+        mast = _sub(model, "link", name="mast")
+        _sub(mast, "pose", _pose(x=r - radius, z=body_top + length / 2))
+        side_m = MAST_MASS_KG * (3 * radius**2 + length**2) / 12.0
+        _inertial(mast, MAST_MASS_KG, side_m, side_m, 0.5 * MAST_MASS_KG * radius**2)
+        _geometry(_sub(mast, "collision", name="mast_collision"), "cylinder", (radius, length))
+        _geometry(_sub(mast, "visual", name="mast_visual"), "cylinder", (radius, length))
+        joint = _sub(model, "joint", name="mast_joint", type="fixed")
+        _sub(joint, "parent", "chassis")
+        _sub(joint, "child", "mast")
+        bumper = _sub(mast, "sensor", name="mast_bumper", type="contact")
+        _sub(bumper, "always_on", "true")
+        _sub(bumper, "update_rate", 1.0 / PHYSICS_STEP_S)
+        contact = _sub(bumper, "contact")
+        _sub(contact, "collision", "mast_collision")
+        _sub(contact, "topic", GZ_TOPICS["contacts"])
 
     wi_side = WHEEL_MASS_KG * (3 * rw**2 + WHEEL_WIDTH_M**2) / 12.0
     for name, y in (("left_wheel", sep / 2), ("right_wheel", -sep / 2)):
@@ -246,6 +287,8 @@ def world_element(scenario: Scenario, world: World, start: Pose2D | None = None,
         w.append(solid_model(f"wall_{k}", wall, _WALL_RGBA))
     for k, obstacle in enumerate(world.obstacles):
         w.append(solid_model(f"obstacle_{k}", obstacle))
+    for k, person in enumerate(world.person_parts()):     # where they stand; the backend cannot move them
+        w.append(solid_model(f"person_{k}", person, _PERSON_RGBA))
     w.append(robot_model(scenario, start))
     return sdf
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sim2real.contracts.scenario import RENDER_REACH_M, Scenario
+from sim2real.sim import kinds
 from sim2real.sim.base import UnsupportedScenario
 from sim2real.sim.world import (
     PRIMITIVES,
@@ -113,7 +114,7 @@ def matrix_quaternion(m: np.ndarray) -> tuple[float, float, float, float]:
 def obstacle_prim(path: str, o: Obstacle, semantic_class: str) -> PrimSpec:
     if o.shape not in PRIMITIVES:
         raise UnsupportedScenario(f"isaac backend: unknown obstacle shape '{o.shape}'")
-    centre = (float(o.x), float(o.y), float(o.height) / 2)
+    centre = (float(o.x), float(o.y), float(o.z0) + float(o.height) / 2)
     if o.shape == "cylinder":
         return PrimSpec(path, "Cylinder", centre, (1.0, 0.0, 0.0, 0.0),
                         attributes={"radius": float(o.size[0]), "height": float(o.height), "axis": "Z"},
@@ -124,7 +125,9 @@ def obstacle_prim(path: str, o: Obstacle, semantic_class: str) -> PrimSpec:
 
 
 def scene_description(scenario: Scenario, world: World) -> SceneDescription:
-    """The prims of a World: floor, arena walls, then obstacles in ``world.obstacles`` order."""
+    """The prims of a World: floor, arena walls, then every part of each obstacle in ``world.obstacles``
+    order (``obstacle_<k>`` for a one-part obstacle, ``obstacle_<k>_<j>`` for part j of a larger one),
+    labelled with the kind's semantic class."""
     check_supported(scenario)
     floor_x = world.arena_size[0] / 2 + 2 * world.wall_thickness
     floor_y = world.arena_size[1] / 2 + 2 * world.wall_thickness
@@ -132,7 +135,13 @@ def scene_description(scenario: Scenario, world: World) -> SceneDescription:
                       scale=(floor_x, floor_y, FLOOR_THICKNESS_M / 2), attributes={"size": 2.0},
                       semantic_class="floor")]
     prims += [obstacle_prim(f"{ROOT}/wall_{k}", o, "wall") for k, o in enumerate(world.walls())]
-    prims += [obstacle_prim(f"{ROOT}/obstacle_{k}", o, o.kind or o.shape) for k, o in enumerate(world.obstacles)]
+    for k, o in enumerate(world.obstacles):
+        kind = kinds.of(o)
+        parts = kind.parts(o)
+        label = kind.semantic_class(o)
+        prims += [obstacle_prim(f"{ROOT}/obstacle_{k}" if len(parts) == 1 else f"{ROOT}/obstacle_{k}_{j}", part, label)
+                  for j, part in enumerate(parts)]
+    prims += [obstacle_prim(f"{ROOT}/person_{k}", part, "person") for k, part in enumerate(world.person_parts())]
     return SceneDescription(1.0, "Z", tuple(prims), DEPTH_ANNOTATOR)
 
 
@@ -180,27 +189,31 @@ def randomizers(scenario: Scenario) -> list[dict]:
     out = [
         {"key": "obstacles.count", "range": list(ob.count), "stage": "scene", "target": f"{ROOT}/obstacle_*"},
         {"key": "obstacles.shapes", "values": list(ob.shapes), "stage": "scene",
-         "target": "prim type (Cube: box, wall; Cylinder: cylinder, pole)"},
+         "target": "prims of each kind's parts (Cube: box parts; Cylinder: cylinder parts)"},
         {"key": "obstacles.size_m", "range": list(ob.size_m), "stage": "scene", "target": "xformOp:scale / radius"},
         {"key": "obstacles.height_m", "range": list(ob.height_m), "stage": "scene", "target": "xformOp:scale / height"},
         {"key": "obstacles.yaw_deg", "range": list(ob.yaw_deg), "stage": "scene", "target": "xformOp:orient"},
         {"key": "obstacles.min_gap_m", "range": list(ob.min_gap_m) if isinstance(ob.min_gap_m, tuple)
          else [ob.min_gap_m, ob.min_gap_m], "stage": "scene", "target": "xformOp:translate (placement)"},
     ]
-    if "pole" in ob.shapes:
-        out.append({"key": "obstacles.pole_radius_m", "range": list(ob.pole_radius_m), "stage": "scene",
-                    "target": "Cylinder.radius"})
-    if "wall" in ob.shapes:
-        out.append({"key": "obstacles.wall_length_m", "range": list(ob.wall_length_m), "stage": "scene",
-                    "target": "xformOp:scale"})
-        out.append({"key": "obstacles.wall_thickness_m", "range": list(ob.wall_thickness_m), "stage": "scene",
-                    "target": "xformOp:scale"})
+    listed = {r["key"] for r in out}
+    for name in dict.fromkeys(ob.shapes):          # each kind's own keys, once
+        for key in kinds.get(name).keys:
+            if key not in listed:
+                listed.add(key)
+                out.append({"key": key, "range": _value(scenario, key), "stage": "scene",
+                            "target": f"{ROOT}/obstacle_* of kind '{name}' (Cube scale / Cylinder radius, height)"})
     if a.size_range_m is not None:
         out.append({"key": "arena.size_range_m", "range": [list(r) for r in a.size_range_m], "stage": "scene",
                     "target": f"{ROOT}/floor, {ROOT}/wall_*"})
     if a.partitions.count[1] > 0:
         out.append({"key": "arena.partitions.count", "range": list(a.partitions.count), "stage": "scene",
                     "target": f"{ROOT}/obstacle_* (semantic class 'partition')"})
+    people = ob.people
+    if people.count[1] > 0:      # placed where they stand per world (datagen does not move them)
+        for key in ("count", "radius_m", "height_m", "speed_mps"):
+            out.append({"key": f"obstacles.people.{key}", "range": list(getattr(people, key)), "stage": "scene",
+                        "target": f"{ROOT}/person_* (Cylinder radius, height, xformOp:translate)"})
     out.append({"key": "start_pose", "range": {"x_m": sp.x_m, "y_m": sp.y_m, "yaw_deg": list(sp.yaw_deg)},
                 "stage": "camera", "target": f"{CAMERA_PATH} xformOp:transform"})
     camera_targets = {
@@ -224,6 +237,14 @@ def randomizers(scenario: Scenario) -> list[dict]:
             out.append({"key": f"randomization.{name}", "range": list(value), "stage": "post_render",
                         "target": "sim2real.sim.sensors.apply_sensor_model"})
     return out
+
+
+def _value(scenario: Scenario, key: str):
+    """The value of a dotted scenario key, as JSON (a range as a list)."""
+    value = scenario.to_dict()
+    for part in key.split("."):
+        value = value[part]
+    return value
 
 
 def check_supported(scenario: Scenario) -> None:
