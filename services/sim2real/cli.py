@@ -128,10 +128,29 @@ def _eval(args: argparse.Namespace) -> int:
         from sim2real.eval.sweep import parse_latencies, sweep
 
         result = sweep(args.model, config, parse_latencies(args.latency_sweep), json_out, report_out)
+    elif args.model == "expert":
+        from sim2real.eval.expert_cache import evaluate_expert
+
+        result = evaluate_expert(config, _cache_dir(args), json_out=json_out, report_out=report_out)
     else:
         result = evaluate(args.model, config, json_out=json_out, report_out=report_out)
     print(json.dumps({k: result[k] for k in ("success_rate", "episodes", "collisions", "mean_progress_m")}))
     return gate(result, args.min_success)
+
+
+def _cache_dir(args: argparse.Namespace) -> Path | None:
+    from sim2real.eval.expert_cache import default_cache_dir
+
+    if args.no_cache:
+        return None
+    return Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+
+
+def _add_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="reuse the expert's result across runs from here (default $SIM2REAL_CACHE_DIR, else "
+                        "~/.cache/sim2real); keyed by scenario, seed, episodes and the simulator's code")
+    p.add_argument("--no-cache", action="store_true", help="evaluate the expert afresh; store nothing")
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -165,7 +184,8 @@ def _run(args: argparse.Namespace) -> int:
     config = PipelineConfig(scenario=args.scenario, num_images=args.num, epochs=args.epochs,
                             input_size=args.input_size, episodes=args.episodes, seed=args.seed,
                             workers=args.workers, min_int8_agreement=args.min_int8_agreement,
-                            artifacts=Path(args.artifacts), patience=args.patience, schedule=args.schedule)
+                            artifacts=Path(args.artifacts), patience=args.patience, schedule=args.schedule,
+                            cache_dir=_cache_dir(args))
     return gate(run_pipeline(config), args.min_success)
 
 
@@ -306,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write each failed episode to DIR as a rosbag2 (MCAP): depth, CameraInfo, /cmd_vel, "
                         "odometry, TF and the obstacles as markers")
     p.add_argument("--min-success", type=float, help="exit 1 when the success rate is below this")
+    _add_cache(p)
     _add_common(p, seed=1000)
     p.set_defaults(func=_eval)
 
@@ -356,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-int8-agreement", type=float, default=0.95,
                    help="fail the export when INT8 top-1 agreement with FP32 is below this (default %(default)s)")
     p.add_argument("--min-success", type=float, help="exit 1 when the policy's success rate is below this")
+    _add_cache(p)
     _add_common(p)
     p.set_defaults(func=_run)
 

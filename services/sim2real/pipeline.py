@@ -34,6 +34,7 @@ class PipelineConfig:
     artifacts: Path = Path("artifacts")
     run_id: str | None = None
     progress: bool = True
+    cache_dir: Path | None = None   # the expert result cache (eval.expert_cache); None: always evaluate
 
 
 def _say(message: str) -> None:
@@ -65,6 +66,7 @@ def _stages(config: PipelineConfig, run_dir: Path, run_id: str, stage) -> tuple[
     """datagen → train → export → eval into ``run_dir``; returns both results and the model's path in the run."""
     from sim2real.datagen.generate import generate
     from sim2real.eval.evaluate import EvalConfig, evaluate
+    from sim2real.eval.expert_cache import evaluate_expert
     from sim2real.eval.report import write_report
     from sim2real.export.exporter import export
     from sim2real.train.trainer import TrainConfig, train
@@ -81,8 +83,9 @@ def _stages(config: PipelineConfig, run_dir: Path, run_id: str, stage) -> tuple[
     model = models["int8"]
     eval_config = EvalConfig(scenario=config.scenario, episodes=config.episodes, seed=config.seed + 1000,
                              workers=config.workers)
-    expert = stage("eval expert", lambda: evaluate("expert", eval_config, json_out=run_dir / "eval_expert.json",
-                                                   progress=config.progress))
+    expert = stage("eval expert", lambda: evaluate_expert(eval_config, config.cache_dir,
+                                                          json_out=run_dir / "eval_expert.json",
+                                                          progress=config.progress))
     result = stage("eval policy", lambda: evaluate(str(model), eval_config, progress=config.progress))
     result["expert"] = {k: expert[k] for k in ("success_rate", "success_ci95", "collisions", "mean_progress_m")}
     result["run_id"] = run_id
@@ -122,8 +125,11 @@ def run_pipeline(config: PipelineConfig) -> dict:
     except BaseException as exc:
         _mark_failed(run_dir, run_id, current[0], exc, timings)
         raise
-    write_json_atomic(run_dir / "run.json", {"run_id": run_id, "config": {**asdict(config), "artifacts": str(artifacts)},
-                                             "stage_seconds": timings, "model": model})
+    write_json_atomic(run_dir / "run.json", {"run_id": run_id,
+                                             "config": {**asdict(config), "artifacts": str(artifacts),
+                                                        "cache_dir": config.cache_dir and str(config.cache_dir)},
+                                             "stage_seconds": timings, "model": model,
+                                             "expert_cached": bool(expert.get("cache", {}).get("hit"))})
     _point_latest(artifacts, run_dir)
     _say(f"policy success {result['success_rate']:.2f} (expert {expert['success_rate']:.2f}) over "
          f"{result['episodes']} episodes in {result['backend']}; report: {artifacts / 'latest' / 'report.html'}")

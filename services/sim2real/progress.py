@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from tqdm import tqdm
 
@@ -32,14 +33,31 @@ class _Lines:
 
 
 class _LogLines(tqdm):
-    """tqdm that prints whole lines at most every ``mininterval`` seconds, never a carriage return."""
+    """tqdm that prints whole lines at most every ``mininterval`` seconds, never a carriage return.
+
+    ``set_postfix`` and ``refresh`` redraw at once in tqdm; here they wait for the interval too, so a
+    caller that sets a postfix on every step still gives one line per interval (and the last one).
+    """
+
+    _printed_at: float | None = None
+    _closing = False
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
         if msg == "":          # tqdm clearing its line: nothing to clear in a log
             return True
+        now = time.monotonic()
+        done = self.total is not None and self.n >= self.total
+        if self._printed_at is not None and not (done or self._closing) \
+                and now - self._printed_at < self.mininterval:
+            return True
+        self._printed_at = now
         self.fp.write((msg or self.__str__()).strip() + "\n")
         self.fp.flush()
         return True
+
+    def close(self) -> None:
+        self._closing = True
+        super().close()
 
 
 def mode() -> str:

@@ -1,10 +1,12 @@
-"""Image published → cmd_vel received, across processes through real ROS 2, at 224×224.
+"""Image published → cmd_vel received, across processes through real ROS 2, at 224×224 16UC1.
 
 Two systems are measured in the same run, one after the other, each as its own node process,
-driven by a third process that publishes a 224×224 32FC1 depth image (paced at ``rate_hz``, one
+driven by a third process that publishes a 224×224 16UC1 depth image (millimetres, a depth
+camera's raw form) (paced at ``rate_hz``, one
 image in flight) and times the arrival of the Twist:
 
-- ``chapter_baseline``: the chapter's node as written there: cv_bridge-style decode to 32FC1,
+- ``chapter_baseline``: the chapter's node as written there: cv_bridge-style decode to 32FC1
+  (a plain conversion of the millimetres, as ``imgmsg_to_cv2(msg, "32FC1")`` does),
   resize to 224, per-image ``(d - mean) / std``, the project's 1-channel ResNet18 in PyTorch
   eager FP32 (random weights: latency does not depend on them), argmax, Twist.
 - ``sim2real``: ``sim2real serve`` with the given INT8 model on ONNX Runtime: the contract's
@@ -33,6 +35,7 @@ from sim2real.contracts.manifest import read_manifest
 from sim2real.runtime.middleware import profile_environment
 
 SIZE = 224
+ENCODING = "16UC1"
 READY_TIMEOUT_S = 120.0
 DIAGNOSTICS_PERIOD_S = 1.0
 
@@ -78,7 +81,7 @@ def _measure(name: str, node_cmd: list[str], env: dict, work: Path, repeats: int
             drive = subprocess.run(
                 [sys.executable, "-m", "sim2real.bench.ros2_loop", "_drive", "--repeats", str(repeats),
                  "--warmup", str(warmup), "--rate-hz", str(rate_hz), *(["--diagnostics"] if diagnostics else [])],
-                env=env, capture_output=True, text=True, timeout=READY_TIMEOUT_S + repeats * 2.0)
+                env=env, capture_output=True, text=True, timeout=READY_TIMEOUT_S + repeats * 2.0, check=False)
         finally:
             _stop(node)
     if drive.returncode != 0:
@@ -100,7 +103,7 @@ def bench_ros2_loop(model_int8: Path, repeats: int, rate_hz: float = 30.0, warmu
     if not model_int8.exists():
         raise FileNotFoundError(f"model not found: {model_int8}")
     domain_id = 10 + os.getpid() % 80
-    common = {"image": f"{SIZE}x{SIZE} 32FC1", "rate_hz": rate_hz,
+    common = {"image": f"{SIZE}x{SIZE} {ENCODING}", "rate_hz": rate_hz,
               "transport": "rclpy, rmw_fastrtps_cpp, loopback, publisher and node in separate processes"}
     with tempfile.TemporaryDirectory(prefix="sim2real-ros2-loop-") as tmp:
         work = Path(tmp)
@@ -144,7 +147,7 @@ def _drive(args: argparse.Namespace) -> int:
     if args.diagnostics:
         node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
     publisher = node.create_publisher(Image, "/camera/depth/image_raw", 10)
-    messages = [fill_image_msg(Image(), encode_depth(depth)) for depth in _images()]
+    messages = [fill_image_msg(Image(), encode_depth(depth, ENCODING)) for depth in _images()]
     executor = make_executor(context)
     executor.add_node(node)
 
@@ -223,11 +226,12 @@ def _chapter_node(_args: argparse.Namespace) -> int:
             return torch.nn.functional.interpolate(tensor, size=(SIZE, SIZE), mode="bilinear",
                                                    align_corners=False)[0, 0].numpy()
 
-    def imgmsg_to_cv2(msg):  # what cv_bridge does for a 32FC1 image
-        dtype = np.dtype(np.float32).newbyteorder(">" if msg.is_bigendian else "<")
+    def imgmsg_to_cv2(msg):  # what cv_bridge's imgmsg_to_cv2(msg, "32FC1") does: a plain conversion
+        pixel = np.float32 if msg.encoding == "32FC1" else np.uint16
+        dtype = np.dtype(pixel).newbyteorder(">" if msg.is_bigendian else "<")
         image = np.ndarray(shape=(msg.height, msg.width), dtype=dtype, buffer=msg.data,
                            strides=(msg.step, dtype.itemsize))
-        return image.astype(np.float32) if msg.is_bigendian != (sys.byteorder == "big") else image
+        return image.astype(np.float32)
 
     model = build_model("resnet18", in_channels=1).eval()
     timings: dict[str, list[float]] = {"convert": [], "preprocess": [], "infer": [], "publish": []}

@@ -45,7 +45,7 @@ def bench_train_throughput(input_sizes: tuple[int, ...], batch: int = 32, steps:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         x, y = torch.rand(batch, 2, _height(size), size), torch.randint(0, 3, (batch,))
 
-        def step():
+        def step(model=model, optimizer=optimizer, x=x, y=y):
             optimizer.zero_grad(set_to_none=True)
             torch.nn.functional.cross_entropy(model(x), y).backward()
             optimizer.step()
@@ -73,8 +73,10 @@ def _height(width: int) -> int:
 
 
 def bench_inference(checkpoint: Path, models: dict[str, Path], size: int, repeats: int) -> dict:
-    """PyTorch eager FP32 (the network alone), ONNX Runtime FP32 and both INT8 forms (the exported,
-    mirror-equivariant graphs) at input width ``size``, batch 1."""
+    """Batch 1 at input width ``size``: PyTorch eager FP32, the network alone and the shipped function
+    (the image and its mirror as one batch of 2, what the exported graphs compute), then ONNX Runtime
+    FP32 and both INT8 forms (the exported, mirror-equivariant graphs), each with the engine's default
+    session settings."""
     import torch
 
     from sim2real.runtime import engines
@@ -83,21 +85,52 @@ def bench_inference(checkpoint: Path, models: dict[str, Path], size: int, repeat
     x = np.random.default_rng(0).random((1, 2, _height(size), size), dtype=np.float32)
     model, _ = load_checkpoint(checkpoint)
     xt = torch.from_numpy(x)
+    mirrored = torch.cat([xt, xt.flip(-1)])
     with torch.inference_mode():
-        results = {"torch_eager_fp32": time_calls(lambda: model(xt), repeats)}
+        results = {"torch_eager_fp32": time_calls(lambda: model(xt), repeats),
+                   "torch_eager_fp32_mirrored": time_calls(lambda: model(mirrored), repeats)}
     for key, name in (("onnxruntime_fp32", "onnx"), ("onnxruntime_int8", "int8"),
                       ("onnxruntime_int8_trt_form", "int8_trt")):
         engine = engines.create("onnxruntime", models[name])
-        results[key] = time_calls(lambda: engine.infer(x), repeats)
+        results[key] = time_calls(lambda engine=engine: engine.infer(x), repeats)
     return results
 
 
+def int8_speedup(figures: dict) -> dict:
+    """p50 of PyTorch eager over ONNX Runtime INT8: against the same function, and against the network alone."""
+    int8 = figures["onnxruntime_int8"]["p50"]
+    return {"vs_torch_eager_same_function": round(figures["torch_eager_fp32_mirrored"]["p50"] / int8, 2),
+            "vs_torch_eager_network_alone": round(figures["torch_eager_fp32"]["p50"] / int8, 2)}
+
+
+def bench_session_settings(model_int8: Path, size: int, repeats: int) -> dict:
+    """The INT8 model at batch 1 under ONNX Runtime session settings: intra-op threads, spin-waiting,
+    graph optimisation level (p50/p99 ms each). The engine's default is the first row's settings with
+    ``SIM2REAL_ORT_THREADS`` threads (all cores when unset; ``serve`` and eval workers set 1)."""
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).random((1, 2, _height(size), size), dtype=np.float32)
+    settings = {"1_thread": (1, True, "all"), "2_threads": (2, True, "all"),
+                "2_threads_no_spin": (2, False, "all"), "1_thread_extended_opt": (1, True, "extended")}
+    levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}
+    out = {}
+    for name, (threads, spin, level) in settings.items():
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.graph_optimization_level = levels[level]
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        session = ort.InferenceSession(str(model_int8), options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: x}
+        out[name] = time_calls(lambda session=session, feed=feed: session.run(None, feed), repeats)
+    return out
+
+
 def run_bench(out: Path, quick: bool = False) -> dict:
+    from sim2real.bench.cpu_score import cpu_score
     from sim2real.bench.eval_queue import bench_eval_transports, bench_eval_wall
     from sim2real.bench.mirror_cost import bench_mirror_cost
     from sim2real.bench.ros2_loop import bench_ros2_loop
-
-    from sim2real.bench.cpu_score import cpu_score
 
     _say(f"machine: {machine.label()}")
     results: dict = {"machine": {**machine.describe(), "score": cpu_score()}}
@@ -116,10 +149,14 @@ def run_bench(out: Path, quick: bool = False) -> dict:
             _say(f"inference latency at {size}x{_height(size)} …")
             checkpoint, models = _train_and_export(work, size)
             results[key] = bench_inference(checkpoint, models, size, repeats)
+            results.setdefault("int8_speedup", {})[f"{size}x{_height(size)}"] = int8_speedup(results[key])
+        _say(f"ONNX Runtime session settings, INT8 at {PIPELINE_SIZE}x{_height(PIPELINE_SIZE)} …")
+        results["onnxruntime_session_ms"] = bench_session_settings(models["int8"], PIPELINE_SIZE, repeats)
         _say("ROS 2 loop: image published → cmd_vel received, across two processes …")
         results["ros2_loop_ms"] = bench_ros2_loop(models["int8"], repeats=100 if quick else 500)
-        results["ros2_loop_model"] = (f"INT8 ONNX at {PIPELINE_SIZE}x{_height(PIPELINE_SIZE)} input; 224x224 "
-                                      f"32FC1 images")
+        results["ros2_loop_model"] = (f"the default pipeline model (ResNet18, depth and validity channels, "
+                                      f"mirror-equivariant graph), INT8 ONNX at "
+                                      f"{PIPELINE_SIZE}x{_height(PIPELINE_SIZE)} input; 224x224 16UC1 images")
         _say("evaluation of that model: in-process and through the ROS 2 node …")
         results.update(bench_eval_transports(str(models["int8"]), episodes=2 if quick else 10))
     _say("evaluation …")
@@ -135,15 +172,21 @@ def format_table(results: dict) -> str:
     info = results["machine"]
     score = info.get("score") or {}
     lines = [f"machine: {info['cpu']} × {info['cores']} cores, {info.get('isa', '?')}, GPU: {info['gpu'] or 'none'}",
-             f"CPU score (1 thread, 512³): fp32 {score.get('fp32_gflops', '?')} GFLOP/s, "
-             f"int8 {score.get('int8_gops', '?')} GOP/s", ""]
+             (f"CPU score (1 thread, 512³): fp32 {score.get('fp32_gflops', '?')} GFLOP/s, "
+              f"int8 {score.get('int8_gops', '?')} GOP/s"), ""]
     sections = ((f"inference {BENCH_SIZE}x{_height(BENCH_SIZE)}, batch 1", results["inference_ms"]),
                 (f"inference {PIPELINE_SIZE}x{_height(PIPELINE_SIZE)}, batch 1",
                  results[f"inference_ms_{PIPELINE_SIZE}"]),
+                (f"ORT session settings, INT8 {PIPELINE_SIZE}x{_height(PIPELINE_SIZE)}",
+                 results.get("onnxruntime_session_ms", {})),
                 ("ROS 2 loop, 2 processes", results["ros2_loop_ms"]))
     for title, figures in sections:
         lines.append(f"{title:<34}{'p50 ms':>10}{'p99 ms':>10}")
         lines += [f"  {name:<32}{f['p50']:>10.2f}{f['p99']:>10.2f}" for name, f in figures.items()]
+    lines.append("")
+    for size, ratios in results.get("int8_speedup", {}).items():
+        lines.append(f"INT8 speedup at {size} (p50): {ratios['vs_torch_eager_same_function']}x PyTorch eager on the "
+                     f"same function, {ratios['vs_torch_eager_network_alone']}x on the network alone")
     lines.append("")
     from sim2real.bench.mirror_cost import format_rows as mirror_rows
 
