@@ -32,7 +32,7 @@ run: $(STAMP)
 # Unit, integration and stack tests; the stack test installs and starts a Docker engine if needed.
 test: $(STAMP)
 	@bash scripts/install-system-deps.sh
-	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+	$(PY) -m pytest -q -rs tests $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	@bash scripts/install-system-deps.sh

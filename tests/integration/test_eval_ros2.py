@@ -147,6 +147,24 @@ def test_a_killed_evaluator_takes_its_node_with_it(model):
 
 
 def test_a_node_that_cannot_start_is_one_line_and_exit_2(tmp_path):
+    # The evaluator reads the manifest (the model's turn hysteresis) and starts the node; the node
+    # verifies the model against it and refuses a changed file.
+    model = tiny_model(tmp_path)
+    with open(model, "ab") as changed:
+        changed.write(b"\0")
+
+    done = subprocess.run([sys.executable, "-m", "sim2real.cli", "eval", "--model", str(model), "--scenario", "tiny",
+                           "--episodes", "1", "--policy", "ros2"],
+                          capture_output=True, text=True, timeout=180, env=dict(os.environ))
+
+    assert done.returncode == 2
+    error = [line for line in done.stderr.splitlines() if line.startswith("sim2real")]
+    assert len(error) == 1 and "sim2real serve exited with status 2" in error[0]
+    assert "does not match its manifest" in error[0]
+    assert _node_processes() == []
+
+
+def test_a_model_without_its_manifest_is_refused_before_a_node_starts(tmp_path):
     model = tiny_model(tmp_path)
     manifest_path(model).unlink()
 
@@ -156,5 +174,5 @@ def test_a_node_that_cannot_start_is_one_line_and_exit_2(tmp_path):
 
     assert done.returncode == 2
     error = [line for line in done.stderr.splitlines() if line.startswith("sim2real")]
-    assert len(error) == 1 and "sim2real serve exited with status 2" in error[0] and "manifest" in error[0]
+    assert len(error) == 1 and "manifest not found" in error[0] and "serve exited" not in error[0]
     assert _node_processes() == []

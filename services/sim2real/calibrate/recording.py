@@ -20,7 +20,7 @@ import numpy as np
 
 from sim2real.calibrate.fit import Frame
 from sim2real.contracts.camera import CameraError, Intrinsics
-from sim2real.runtime.replay import CAMERA_INFO_TYPE, IMAGE_TYPE, _rosbags
+from sim2real.runtime.replay import CAMERA_INFO_TYPE, IMAGE_TYPE, open_bag
 from sim2real.runtime.ros_image import ENCODINGS, ImageError, decode_depth
 
 BLOCK = 10
@@ -71,15 +71,7 @@ def read_depth_frames(bag: str | Path, image_topic: str = "/camera/depth/image_r
                       max_frames: int = MAX_FRAMES) -> list[Frame]:
     """The depth images on ``image_topic`` as :class:`Frame` (metres, NaN = no return, fx in pixels)."""
     bag = Path(bag)
-    if not bag.exists():
-        raise FileNotFoundError(f"bag not found: {bag}")
-    reader_cls, _, _, store = _rosbags()
-    try:
-        reader = reader_cls([bag], default_typestore=store)
-        reader.open()
-    except Exception as exc:   # rosbags raises its own types for every kind of unreadable file
-        raise ValueError(f"{bag} is not a readable ROS 2 bag: {str(exc).splitlines()[0]}") from None
-    try:
+    with open_bag(bag) as reader:
         images = _check_topic(reader, bag, image_topic, IMAGE_TYPE, "depth image")
         infos = _check_topic(reader, bag, camera_info_topic, CAMERA_INFO_TYPE, "CameraInfo")
         keep = kept_indices(sum(int(c.msgcount) for c in images), max_frames)
@@ -118,8 +110,6 @@ def read_depth_frames(bag: str | Path, image_topic: str = "/camera/depth/image_r
             except ImageError as exc:
                 raise ValueError(f"{bag}: image {index} on '{image_topic}' is not a depth image: {exc}") from None
             raw_images.append((stamp, depth, msg.encoding == "16UC1"))
-    finally:
-        reader.close()
     if not raw_images:
         raise ValueError(f"{bag}: no image on '{image_topic}'")
     if not info_values:
