@@ -158,7 +158,9 @@ def replay_frames(frames: list[Frame], model: Path, encoding: str, folder: Path,
 
     With ``camera_info``, each image follows a CameraInfo with its frame's intrinsics (mirrored for
     the mirror image), as the camera's driver publishes them; without, the node assumes the model's
-    trained horizontal field of view."""
+    trained horizontal field of view. The frames are unrelated stills, each judged on its own: the
+    turn hysteresis, which carries a turn from one image to the next, is off (it is mirror-equivariant
+    over sequences, tested in tests/unit/test_hysteresis.py)."""
     from sim2real.runtime.cli import main
     from sim2real.runtime.replay import record_images
 
@@ -174,7 +176,8 @@ def replay_frames(frames: list[Frame], model: Path, encoding: str, folder: Path,
     images = (item(index, frame, mirrored)
               for index, (frame, mirrored) in enumerate((f, m) for f in frames for m in (False, True)))
     assert record_images(bag, images) == 2 * len(frames)
-    code = main(["replay", "--bag", str(bag), "--model", str(model), "--out", str(out), *extra_args])
+    code = main(["replay", "--bag", str(bag), "--model", str(model), "--out", str(out), "--hysteresis", "off",
+                 *extra_args])
     assert code == 0, f"sim2real replay exited with {code}"
     return [json.loads(line) for line in out.read_text().splitlines()]
 
